@@ -1,0 +1,1 @@
+"""Subcommands of ``vsearch``; each module has ``register(subparsers)``."""

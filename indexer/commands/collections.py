@@ -1,0 +1,64 @@
+"""``vsearch collections`` and ``vsearch promote``: versions and the blue-green switch."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..cli import add_store_args, settings_from
+from .output import print_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "collections", help="list collection versions (model, dimension, count, live) or drop one"
+    )
+    p.add_argument("action", nargs="?", choices=["list", "drop"], default="list")
+    p.add_argument("name", nargs="?", help="collection to drop")
+    p.add_argument("--json", action="store_true")
+    add_store_args(p)
+    p.set_defaults(handler=run)
+    register_promote(sub)
+
+
+def run(args: argparse.Namespace) -> int:
+    from search.errors import ConfigError
+    from search.store import MilvusStore
+
+    settings = settings_from(args)
+    store = MilvusStore(settings)
+    if args.action == "drop":
+        from indexer.versions import drop_collection
+
+        if not args.name:
+            raise ConfigError("collections drop needs a collection name")
+        drop_collection(store, settings.collection, args.name)
+        print(f"dropped {args.name}")
+        return 0
+    infos = store.collections()
+    if args.json:
+        print_json([i.to_dict() for i in infos])
+        return 0
+    live = store.resolve(settings.collection)
+    for info in infos:
+        model = info.model.describe() if info.model else "(not a vsearch collection)"
+        flag = "LIVE" if info.name == live else "    "
+        print(f"{flag}  {info.name:40s} {info.count:>9d} items  {model}")
+    return 0
+
+
+def register_promote(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("promote", help="make a collection version live (one atomic alias switch)")
+    p.add_argument("name", help="physical collection to make live (see vsearch collections)")
+    p.add_argument("--force", action="store_true", help="promote even if items of the live version are missing")
+    add_store_args(p)
+    p.set_defaults(handler=run_promote)
+
+
+def run_promote(args: argparse.Namespace) -> int:
+    from indexer.versions import promote
+    from search.store import MilvusStore
+
+    settings = settings_from(args)
+    result = promote(MilvusStore(settings), settings.collection, args.name, force=args.force)
+    print(f"{result.alias} -> {result.current} ({result.count} items; was {result.previous})")
+    return 0

@@ -1,0 +1,47 @@
+"""Reading an item's image bytes: local files, and http(s) URLs with a timeout."""
+
+from __future__ import annotations
+
+import logging
+import urllib.request
+from pathlib import Path
+
+from search.errors import ImageError
+
+log = logging.getLogger(__name__)
+MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
+USER_AGENT = "vsearch-indexer/0.1"
+
+
+def read_image_bytes(
+    ref: str, *, timeout: float = 20.0, max_bytes: int = MAX_DOWNLOAD_BYTES
+) -> bytes:
+    """The raw bytes of an image reference (a path or an http(s) URL), or ImageError."""
+    if ref.startswith(("http://", "https://")):
+        return _download(ref, timeout, max_bytes)
+    try:
+        with Path(ref).open("rb") as fh:
+            data = fh.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise ImageError("file vanished (not found)") from None
+    except PermissionError:
+        raise ImageError("permission denied") from None
+    except IsADirectoryError:
+        raise ImageError("is a directory") from None
+    except OSError as exc:
+        raise ImageError(f"cannot read file: {exc.strerror or exc}") from None
+    if len(data) > max_bytes:
+        raise ImageError(f"file larger than {max_bytes:,} bytes")
+    return data
+
+
+def _download(url: str, timeout: float, max_bytes: int) -> bytes:
+    req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - http(s) only
+            data = resp.read(max_bytes + 1)
+    except Exception as exc:
+        raise ImageError(f"download failed: {exc}") from None
+    if len(data) > max_bytes:
+        raise ImageError(f"download larger than {max_bytes:,} bytes")
+    return data

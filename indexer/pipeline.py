@@ -1,0 +1,277 @@
+"""The indexing run: read the catalog, diff it, load -> embed -> upsert, delete, flush.
+
+Decoding and preprocessing run in DataLoader workers; the model embeds batch after batch in
+this process; a writer thread upserts finished batches into Milvus while the next batch
+embeds (a bounded queue keeps memory flat whatever the catalog size). Every row carries its
+content hash, so a re-run embeds only new or changed images, and a crash at any point is
+repaired by the next run.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from search.config import Settings
+from search.embedder import Embedder, ModelInfo
+from search.errors import ProvenanceMismatch, StoreError
+from search.store import MilvusStore
+
+from .catalog import Catalog, load_catalog
+from .dataset import ImageDataset, make_loader
+from .lock import IndexLock
+from .plan import Job, Plan, guard_deletions, make_plan
+from .report import Failure, IndexReport
+from .tuning import choose
+
+log = logging.getLogger(__name__)
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class IndexOptions:
+    id_column: str | None = None
+    image_column: str | None = None
+    new_version: bool = False
+    force_delete: bool = False
+    dry_run: bool = False
+
+
+def target_collection(store: MilvusStore, alias: str, model: ModelInfo, new_version: bool) -> str:
+    """The physical collection this model's vectors go to (created on first use).
+
+    A live collection of the same model is reused; with another model the run is refused
+    unless ``new_version`` asks to build a parallel collection for a blue-green switch.
+    """
+    live = store.resolve(alias)
+    versioned = f"{alias}__{model.slug}"
+    if live is not None:
+        recorded = store.provenance(live)
+        if recorded is not None and recorded.key == model.key:
+            return live
+        if not new_version:
+            store.check_model(live, model)  # raises with the full explanation
+    if store.exists(versioned):
+        store.check_model(versioned, model)
+    else:
+        store.create(versioned, model)
+    return versioned
+
+
+def run_index(
+    source: str | Path,
+    settings: Settings,
+    options: IndexOptions | None = None,
+    *,
+    embedder: Embedder | None = None,
+    store: MilvusStore | None = None,
+    progress: Progress | None = None,
+) -> IndexReport:
+    """Bring the collection in line with the catalog at ``source``; return the summary."""
+    options = options or IndexOptions()
+    started = time.perf_counter()
+    catalog = load_catalog(
+        source,
+        id_column=options.id_column,
+        image_column=options.image_column,
+        numeric_columns=settings.numeric_columns,
+        allowed_roots=settings.allowed_roots,
+    )
+    embedder = embedder or Embedder.from_settings(settings)
+    store = store or MilvusStore(settings)
+    report = IndexReport(
+        alias=settings.collection, seen=len(catalog.items), dry_run=options.dry_run
+    )
+    report.row_errors = [Failure(e.where, e.reason) for e in catalog.errors]
+    with IndexLock(settings):
+        physical = target_collection(store, settings.collection, embedder.info, options.new_version)
+        report.collection = physical
+        stored = store.fingerprints(physical)
+        plan = make_plan(catalog.items, stored)
+        guard_deletions(
+            plan,
+            len(stored),
+            len(catalog.items),
+            settings.max_delete_fraction,
+            options.force_delete,
+        )
+        report.unchanged = plan.unchanged
+        report.failed = [Failure(i, r) for i, r in plan.failed]
+        log.info(
+            "%s: %d items, %d to embed, %d to re-tag, %d unchanged, %d to delete",
+            physical,
+            len(catalog.items),
+            len(plan.embed),
+            len(plan.retag),
+            plan.unchanged,
+            len(plan.delete),
+        )
+        if not options.dry_run:
+            _apply(plan, catalog, store, physical, embedder, settings, report, progress)
+            _make_live_if_first(store, settings.collection, physical, report)
+        report.count = store.count(physical)
+    report.seconds = time.perf_counter() - started
+    log.info("%s", report.summary())
+    return report
+
+
+def _apply(
+    plan: Plan,
+    catalog: Catalog,
+    store: MilvusStore,
+    physical: str,
+    embedder: Embedder,
+    settings: Settings,
+    report: IndexReport,
+    progress: Progress | None,
+) -> None:
+    _embed_and_upsert(plan.embed, store, physical, embedder, settings, report, progress)
+    _retag(plan.retag, store, physical, report)
+    if plan.delete:
+        report.deleted = store.delete(physical, plan.delete)
+    store.flush(physical)
+
+
+def _row(job: Job, vector: Any, chash: str) -> dict[str, Any]:
+    return {
+        "id": job.item.id,
+        "vector": vector,
+        "image": job.item.image,
+        "content_hash": chash,
+        "meta_hash": job.meta_hash,
+        "source_sig": job.source_sig,
+        "metadata": job.item.metadata,
+    }
+
+
+def _embed_and_upsert(
+    jobs: list[Job],
+    store: MilvusStore,
+    physical: str,
+    embedder: Embedder,
+    settings: Settings,
+    report: IndexReport,
+    progress: Progress | None,
+) -> None:
+    if not jobs:
+        return
+    import torch
+
+    tuning = choose(settings, embedder.device)
+    torch.set_num_threads(tuning.threads)
+    dataset = ImageDataset(
+        [j.item.image for j in jobs],
+        embedder.preprocess,
+        draft_size=embedder.info.image_size,
+        max_pixels=settings.max_image_pixels,
+    )
+    loader = make_loader(
+        dataset,
+        batch_size=tuning.batch_size,
+        workers=min(tuning.workers, len(jobs)),
+        pin_memory=embedder.device.startswith("cuda"),
+    )
+    log.info(
+        "embedding %d images: batch %d, %d workers, %d threads",
+        len(jobs),
+        tuning.batch_size,
+        tuning.workers,
+        tuning.threads,
+    )
+    writer = _Writer(store, physical)
+    done = 0
+    t0 = time.perf_counter()
+    try:
+        for batch in loader:
+            for pos, reason in batch.failed:
+                report.failed.append(Failure(jobs[pos].item.id, reason))
+            if batch.pixels is not None:
+                vectors = embedder.embed_tensors(batch.pixels)
+                rows = [
+                    _row(jobs[p], v.tolist(), h)
+                    for p, v, h in zip(batch.index, vectors, batch.hashes, strict=True)
+                ]
+                writer.put(rows)
+                for p in batch.index:
+                    if jobs[p].is_new:
+                        report.added += 1
+                    else:
+                        report.updated += 1
+                report.embedded += len(rows)
+            done += len(batch.index) + len(batch.failed)
+            if progress:
+                progress(done, len(jobs))
+    finally:
+        writer.close()
+    report.embed_seconds = time.perf_counter() - t0
+
+
+def _retag(jobs: list[Job], store: MilvusStore, physical: str, report: IndexReport) -> None:
+    """Rewrite rows whose image is unchanged, reusing the stored vector."""
+    for start in range(0, len(jobs), 256):
+        chunk = jobs[start : start + 256]
+        rows = {r["id"]: r for r in store.get(physical, [j.item.id for j in chunk], vectors=True)}
+        out = []
+        for job in chunk:
+            old = rows.get(job.item.id)
+            if old is None:
+                continue
+            out.append(_row(job, list(old["vector"]), old["content_hash"]))
+        store.upsert(physical, out)
+        changed = sum(1 for j in chunk if j.meta_changed and j.item.id in rows)
+        report.updated += changed
+        report.unchanged += len(out) - changed
+
+
+def _make_live_if_first(store: MilvusStore, alias: str, physical: str, report: IndexReport) -> None:
+    live = store.resolve(alias)
+    if live is None:
+        if store.count(physical) == 0:
+            return
+        store.set_alias(alias, physical)
+        live = physical
+    report.live = live == physical
+    if not report.live:
+        log.info("%s is built but not live; `vsearch promote` makes it live", physical)
+
+
+class _Writer:
+    """Upserts batches in a background thread while the next batch embeds."""
+
+    def __init__(self, store: MilvusStore, physical: str) -> None:
+        self.store, self.physical = store, physical
+        self.queue: queue.Queue[list[dict[str, Any]] | None] = queue.Queue(maxsize=4)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="vsearch-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            rows = self.queue.get()
+            if rows is None:
+                return
+            if self.error is None:
+                try:
+                    self.store.upsert(self.physical, rows)
+                except BaseException as exc:  # surfaced to the caller in put/close
+                    self.error = exc
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            err = self.error
+            raise err if isinstance(err, StoreError | ProvenanceMismatch) else StoreError(str(err))
+
+    def put(self, rows: list[dict[str, Any]]) -> None:
+        self._raise()
+        self.queue.put(rows)
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        self._raise()

@@ -1,0 +1,54 @@
+"""The summary of an indexing run (printed by the CLI, ``--json`` for cron)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Failure:
+    id: str
+    reason: str
+
+
+@dataclass
+class IndexReport:
+    collection: str = ""
+    alias: str = ""
+    live: bool = False
+    seen: int = 0
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    embedded: int = 0
+    failed: list[Failure] = field(default_factory=list)
+    row_errors: list[Failure] = field(default_factory=list)
+    count: int = 0
+    seconds: float = 0.0
+    embed_seconds: float = 0.0
+    dry_run: bool = False
+
+    @property
+    def images_per_second(self) -> float:
+        return self.embedded / self.embed_seconds if self.embed_seconds > 0 else 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.row_errors
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["failed_count"] = len(self.failed) + len(self.row_errors)
+        data["images_per_second"] = round(self.images_per_second, 2)
+        return data
+
+    def summary(self) -> str:
+        failed = len(self.failed) + len(self.row_errors)
+        return (
+            f"{self.collection}: seen {self.seen}, added {self.added}, updated {self.updated}, "
+            f"unchanged {self.unchanged}, deleted {self.deleted}, failed {failed}; "
+            f"{self.count} items; {self.images_per_second:.1f} images/s "
+            f"({self.embedded} embedded in {self.embed_seconds:.1f}s, run {self.seconds:.1f}s)"
+        )

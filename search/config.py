@@ -1,0 +1,106 @@
+"""Settings: one frozen dataclass with real defaults.
+
+Library code receives a :class:`Settings`; only entry points (CLI, server) read the
+environment, through :meth:`Settings.from_env` (variables with the ``VSEARCH_`` prefix).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+
+DEFAULT_MODEL = "builtin:efficientnet-lite0"
+ENV_PREFIX = "VSEARCH_"
+
+
+def _default_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return str(Path(base) / "vsearch")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, with defaults that work offline on a laptop.
+
+    uri: a Milvus Lite path (a directory ending in ``.db``) or a server URI
+        (``http://host:19530``); ``token`` authenticates against a server.
+    collection: the public (alias) name of the catalog collection.
+    model / pretrained: an open_clip model name and pretrained tag, a ``local-dir:PATH``
+        model folder, or the built-in offline default ``builtin:efficientnet-lite0``.
+    """
+
+    uri: str = "./data/vsearch.db"
+    token: str = ""
+    collection: str = "catalog"
+    model: str = DEFAULT_MODEL
+    pretrained: str = ""
+    device: str = "auto"
+    precision: str = "auto"
+    cache_dir: str = field(default_factory=_default_cache_dir)
+    batch_size: int = 0  # 0: chosen per device (see indexer.tuning)
+    workers: int = -1  # -1: chosen per device
+    threads: int = 0  # torch intra-op threads; 0: chosen per device
+    upsert_bytes: int = 8 * 1024 * 1024  # well under Milvus's 64 MB request limit
+    max_image_pixels: int = 64_000_000
+    max_delete_fraction: float = 0.5
+    numeric_columns: tuple[str, ...] = ("price",)
+    index_type: str = "HNSW"
+    metric: str = "COSINE"
+    hnsw_m: int = 16
+    hnsw_ef_construction: int = 200
+    search_ef: int = 128
+    lock_dir: str = ""
+    allowed_roots: tuple[str, ...] = ()
+    min_score: float = 0.0
+    retries: int = 3
+    retry_backoff: float = 0.5
+
+    def replace(self, **changes: object) -> Settings:
+        """Return a copy with ``changes`` applied (unknown names raise ConfigError)."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = set(changes) - known
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    @property
+    def is_lite(self) -> bool:
+        """True when ``uri`` names a local Milvus Lite database rather than a server."""
+        return not self.uri.startswith(("http://", "https://", "tcp://", "grpc://", "unix:"))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Build settings from ``VSEARCH_*`` variables, then explicit ``overrides``.
+
+        Overrides whose value is ``None`` are ignored, so CLI flags can be passed as-is.
+        """
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is not None and raw != "":
+                values[f.name] = _coerce(f.name, raw, cls.__dataclass_fields__[f.name].type)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls(**values)  # type: ignore[arg-type]
+        except TypeError as exc:
+            raise ConfigError(str(exc)) from exc
+
+
+def _coerce(name: str, raw: str, type_name: object) -> object:
+    type_str = str(type_name)
+    try:
+        if type_str == "int":
+            return int(raw)
+        if type_str == "float":
+            return float(raw)
+        if type_str.startswith("tuple"):
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+    except ValueError as exc:
+        raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {type_str}") from exc
+    return raw

@@ -1,0 +1,180 @@
+"""The query API: similar by photo, by catalog id ("more like this") and by text.
+
+A :class:`Searcher` follows the collection's alias on every query, so a blue-green
+promotion is picked up without a restart; the embedder is chosen from the provenance the
+live collection records (and cached), so a query can never mix embedding spaces.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .config import Settings
+from .embedder import Embedder, ModelInfo
+from .errors import ConfigError, ItemNotFound, ProvenanceMismatch
+from .filters import compile_filters, quote
+from .store import MilvusStore
+from .types import CollectionInfo, Match
+
+log = logging.getLogger(__name__)
+MAX_LIMIT = 1000
+MAX_OFFSET = 10_000
+ImageInput = Image.Image | bytes | str | Path
+
+
+class Searcher:
+    """Nearest-neighbour queries over the live collection named by ``settings.collection``."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        store: MilvusStore | None = None,
+        embedder: Embedder | None = None,
+    ) -> None:
+        self.settings = settings or Settings()
+        self.store = store or MilvusStore(self.settings)
+        self._embedders: dict[str, Embedder] = {}
+        self._pinned = embedder
+        self._lock = threading.Lock()
+
+    # -- the live collection ----------------------------------------------------------
+    def _live(self) -> tuple[str, ModelInfo]:
+        physical = self.store.require(self.settings.collection)
+        model = self.store.provenance(physical)
+        if model is None:
+            raise ProvenanceMismatch(f"collection {physical!r} has no vsearch provenance")
+        return physical, model
+
+    def info(self) -> CollectionInfo:
+        """The live collection: physical name, model, item count and aliases."""
+        physical, model = self._live()
+        return CollectionInfo(
+            physical, model, self.store.count(physical), self.store.aliases(physical)
+        )
+
+    def embedder_for(self, model: ModelInfo) -> Embedder:
+        """The embedder of ``model``, loaded once (a pinned one must match it)."""
+        if self._pinned is not None:
+            if self._pinned.info.key != model.key:
+                raise ProvenanceMismatch(
+                    f"the live collection was built with {model.describe()}, but this searcher "
+                    f"uses {self._pinned.info.describe()}; queries would compare different "
+                    "embedding spaces"
+                )
+            return self._pinned
+        with self._lock:
+            emb = self._embedders.get(model.key)
+            if emb is None:
+                s = self.settings
+                emb = Embedder(
+                    model.name,
+                    model.pretrained,
+                    device=s.device,
+                    precision=s.precision,
+                    cache_dir=s.cache_dir,
+                )
+                if emb.info.key != model.key:
+                    raise ProvenanceMismatch(
+                        f"collection needs {model.describe()} but loading it gave "
+                        f"{emb.info.describe()} (weights changed on disk?)"
+                    )
+                self._embedders[model.key] = emb
+            return emb
+
+    def has_text(self) -> bool:
+        """Whether the live collection's model understands text queries."""
+        return self._live()[1].has_text
+
+    # -- queries ----------------------------------------------------------------------
+    def similar(
+        self,
+        image: ImageInput,
+        *,
+        limit: int = 10,
+        offset: int = 0,
+        filters: Mapping[str, Any] | None = None,
+        min_score: float | None = None,
+    ) -> list[Match]:
+        """Catalog items most similar to a photo (PIL image, bytes or path)."""
+        physical, model = self._live()
+        vector = self.embedder_for(model).embed_images([image])
+        return self._search(physical, vector[0], limit, offset, filters, min_score)
+
+    def similar_by_id(
+        self,
+        item_id: str,
+        *,
+        limit: int = 10,
+        offset: int = 0,
+        filters: Mapping[str, Any] | None = None,
+        min_score: float | None = None,
+    ) -> list[Match]:
+        """ "More like this": neighbours of a catalog item, without re-embedding it."""
+        physical, _ = self._live()
+        rows = self.store.get(physical, [item_id], vectors=True)
+        if not rows:
+            raise ItemNotFound(f"no item with id {item_id!r} in {self.settings.collection!r}")
+        vector = np.asarray(rows[0]["vector"], np.float32)
+        exclude = f"(id != {quote(item_id)})"
+        hits = self._search(physical, vector, limit, offset, filters, min_score, extra=exclude)
+        return hits
+
+    def similar_text(
+        self,
+        text: str,
+        *,
+        limit: int = 10,
+        offset: int = 0,
+        filters: Mapping[str, Any] | None = None,
+        min_score: float | None = None,
+    ) -> list[Match]:
+        """Items matching a text description (models with a real text tower only)."""
+        if not isinstance(text, str) or not text.strip():
+            raise ConfigError("text query is empty")
+        physical, model = self._live()
+        vector = self.embedder_for(model).embed_texts([text.strip()])
+        return self._search(physical, vector[0], limit, offset, filters, min_score)
+
+    def get(self, item_id: str) -> Match:
+        """One catalog item (score 1.0) by id."""
+        physical, _ = self._live()
+        rows = self.store.get(physical, [item_id])
+        if not rows:
+            raise ItemNotFound(f"no item with id {item_id!r} in {self.settings.collection!r}")
+        row = rows[0]
+        return Match(row["id"], 1.0, row.get("image", ""), row.get("metadata") or {})
+
+    def _search(
+        self,
+        physical: str,
+        vector: np.ndarray,
+        limit: int,
+        offset: int,
+        filters: Mapping[str, Any] | None,
+        min_score: float | None,
+        extra: str = "",
+    ) -> list[Match]:
+        _check_paging(limit, offset)
+        expr = compile_filters(filters)
+        if extra:
+            expr = f"{expr} and {extra}" if expr else extra
+        hits = self.store.search(
+            physical, vector[None, :], limit=limit, offset=offset, filter=expr
+        )[0]
+        floor = self.settings.min_score if min_score is None else min_score
+        return [h for h in hits if h.score >= floor] if floor else hits
+
+
+def _check_paging(limit: int, offset: int) -> None:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise ConfigError(f"limit must be an integer between 1 and {MAX_LIMIT}")
+    if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset <= MAX_OFFSET:
+        raise ConfigError(f"offset must be an integer between 0 and {MAX_OFFSET}")

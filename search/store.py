@@ -1,0 +1,376 @@
+"""The Milvus store: owns the schema and every pymilvus call.
+
+One code path for Milvus Lite (a local ``.db`` path, the default) and a Milvus server
+(``http://host:19530`` plus token). Each physical collection records the provenance of the
+model that filled it (a collection property); an alias names the live collection, so a
+model change is a blue-green switch (:meth:`MilvusStore.set_alias`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from .config import Settings
+from .embedder import ModelInfo
+from .errors import (
+    CollectionNotFound,
+    ProvenanceMismatch,
+    StoreError,
+    StoreLockedError,
+    VSearchError,
+)
+from .types import CollectionInfo, Match, StoredRow
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+PROVENANCE_KEY = "vsearch.provenance"
+SCHEMA_VERSION = 1
+ID_MAX = 1024
+IMAGE_MAX = 4096
+OUTPUT_FIELDS = ["id", "image", "metadata"]
+FINGERPRINT_FIELDS = ["id", "content_hash", "meta_hash", "source_sig"]
+LITE_LOCKED_HINT = (
+    "the Milvus Lite database {uri} is held by another process (Lite allows one process per "
+    "database). Share it through Lite's server mode (`vsearch milvus-server --data-dir {uri}` "
+    "then VSEARCH_URI=http://127.0.0.1:19541 in every process) or use Milvus standalone."
+)
+
+
+class MilvusStore:
+    """Schema, provenance, upserts, deletes, searches and aliases on one Milvus."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self._client: Any = None
+        self._loaded: set[str] = set()
+
+    # -- connection -------------------------------------------------------------------
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self._connect()
+        return self._client
+
+    def _connect(self) -> Any:
+        from pymilvus import MilvusClient
+
+        uri = self.settings.uri
+        if self.settings.is_lite:
+            Path(uri).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+            uri = str(Path(uri).expanduser().resolve())
+        try:
+            return MilvusClient(uri=uri, token=self.settings.token or "", timeout=30)
+        except Exception as exc:
+            text = f"{exc}"
+            if self.settings.is_lite and ("lock" in text.lower() or "Open local milvus" in text):
+                raise StoreLockedError(LITE_LOCKED_HINT.format(uri=self.settings.uri)) from exc
+            raise StoreError(f"cannot connect to Milvus at {self.settings.uri}: {text}") from exc
+
+    def close(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.close()
+            finally:
+                self._client = None
+                self._loaded.clear()
+
+    def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a pymilvus call with bounded retries and backoff; raise StoreError at the end."""
+        attempts = max(1, self.settings.retries + 1)
+        for attempt in range(1, attempts + 1):
+            try:
+                return fn(*args, **kwargs)
+            except VSearchError:
+                raise
+            except Exception as exc:
+                if attempt == attempts or not _transient(exc):
+                    raise StoreError(f"Milvus {what} failed: {_short(exc)}") from exc
+                delay = self.settings.retry_backoff * 2 ** (attempt - 1)
+                log.warning(
+                    "Milvus %s failed (%s); retry %d in %.1fs", what, _short(exc), attempt, delay
+                )
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    # -- collections ------------------------------------------------------------------
+    def exists(self, name: str) -> bool:
+        return bool(self._call("has_collection", self.client.has_collection, name))
+
+    def resolve(self, name: str) -> str | None:
+        """The physical collection behind ``name`` (an alias or a collection), or None."""
+        try:
+            desc = self.client.describe_alias(name)
+            target = desc.get("collection_name") if isinstance(desc, dict) else None
+            if target:
+                return str(target)
+        except Exception:
+            pass
+        return name if self.exists(name) else None
+
+    def require(self, name: str) -> str:
+        physical = self.resolve(name)
+        if physical is None:
+            raise CollectionNotFound(
+                f"collection {name!r} does not exist at {self.settings.uri}; "
+                "index a catalog first (vsearch index SOURCE)"
+            )
+        return physical
+
+    def create(self, name: str, model: ModelInfo) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        s = self.settings
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=ID_MAX)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=model.dim)
+        schema.add_field("image", DataType.VARCHAR, max_length=IMAGE_MAX)
+        schema.add_field("content_hash", DataType.VARCHAR, max_length=64)
+        schema.add_field("meta_hash", DataType.VARCHAR, max_length=64)
+        schema.add_field("source_sig", DataType.VARCHAR, max_length=128)
+        schema.add_field("metadata", DataType.JSON)
+        index = self.client.prepare_index_params()
+        params = (
+            {"M": s.hnsw_m, "efConstruction": s.hnsw_ef_construction}
+            if s.index_type.startswith("HNSW")
+            else {}
+        )
+        if s.index_type.startswith("IVF"):
+            params = {"nlist": 1024}
+        index.add_index(
+            field_name="vector", index_type=s.index_type, metric_type=s.metric, params=params
+        )
+        self._call(
+            "create_collection",
+            self.client.create_collection,
+            name,
+            schema=schema,
+            index_params=index,
+            consistency_level="Strong",
+        )
+        provenance = {"schema": SCHEMA_VERSION, "metric": s.metric, "model": model.to_dict()}
+        self._call(
+            "alter_collection_properties",
+            self.client.alter_collection_properties,
+            name,
+            properties={PROVENANCE_KEY: json.dumps(provenance, sort_keys=True)},
+        )
+        self._loaded.add(name)
+        log.info("created collection %s for %s", name, model.describe())
+
+    def provenance(self, name: str) -> ModelInfo | None:
+        """The model recorded on a physical collection (None if it has no vsearch record)."""
+        desc = self._call("describe_collection", self.client.describe_collection, name)
+        raw = (desc.get("properties") or {}).get(PROVENANCE_KEY)
+        if not raw:
+            return None
+        data = json.loads(raw)
+        if data.get("schema") != SCHEMA_VERSION:
+            raise ProvenanceMismatch(
+                f"collection {name!r} has schema {data.get('schema')}, expected {SCHEMA_VERSION}"
+            )
+        return ModelInfo.from_dict(data["model"])
+
+    def check_model(self, name: str, model: ModelInfo) -> None:
+        """Refuse to touch a collection built by another model (or not by vsearch at all)."""
+        recorded = self.provenance(name)
+        if recorded is None:
+            raise ProvenanceMismatch(
+                f"collection {name!r} was not created by vsearch (no provenance); refusing to use it"
+            )
+        if recorded.key != model.key:
+            raise ProvenanceMismatch(
+                f"collection {name!r} was built with model {recorded.describe()}, but the model in "
+                f"use is {model.describe()}. Use the collection's own model, or index into a new "
+                "collection version (vsearch index --new-version) and promote it"
+            )
+
+    def ensure_loaded(self, name: str) -> None:
+        if name in self._loaded:
+            return
+        self._call("load_collection", self.client.load_collection, name)
+        self._loaded.add(name)
+
+    def count(self, name: str) -> int:
+        self.ensure_loaded(name)
+        res = self._call("count", self.client.query, name, filter="", output_fields=["count(*)"])
+        return int(res[0]["count(*)"]) if res else 0
+
+    def flush(self, name: str) -> None:
+        self._call("flush", self.client.flush, name)
+
+    def drop(self, name: str) -> None:
+        self._call("drop_collection", self.client.drop_collection, name)
+        self._loaded.discard(name)
+
+    def aliases(self, name: str) -> tuple[str, ...]:
+        res = self._call("list_aliases", self.client.list_aliases, collection_name=name)
+        return tuple(res.get("aliases", []) if isinstance(res, dict) else res)
+
+    def set_alias(self, alias: str, collection: str) -> None:
+        """Point ``alias`` at ``collection`` atomically (create it if needed)."""
+        try:
+            current = self.client.describe_alias(alias).get("collection_name")
+        except Exception:
+            current = None
+        if current is None:
+            self._call("create_alias", self.client.create_alias, collection, alias)
+        elif current != collection:
+            self._call("alter_alias", self.client.alter_alias, collection, alias)
+
+    def collections(self) -> list[CollectionInfo]:
+        out = []
+        for name in sorted(self._call("list_collections", self.client.list_collections)):
+            try:
+                model = self.provenance(name)
+            except ProvenanceMismatch:
+                model = None
+            out.append(CollectionInfo(name, model, self.count(name), self.aliases(name)))
+        return out
+
+    # -- rows -------------------------------------------------------------------------
+    def upsert(self, name: str, rows: Sequence[dict[str, Any]]) -> int:
+        """Upsert rows in chunks sized well under Milvus's request limit."""
+        done = 0
+        for chunk in _chunks_by_bytes(rows, self.settings.upsert_bytes):
+            self._call("upsert", self.client.upsert, name, chunk)
+            done += len(chunk)
+        return done
+
+    def delete(self, name: str, ids: Iterable[str]) -> int:
+        ids = list(ids)
+        for start in range(0, len(ids), 500):
+            batch = ids[start : start + 500]
+            expr = f"id in [{', '.join(json.dumps(i) for i in batch)}]"
+            self._call("delete", self.client.delete, name, filter=expr)
+        return len(ids)
+
+    def fingerprints(self, name: str) -> dict[str, StoredRow]:
+        """Every stored id with its hashes, streamed with a query iterator."""
+        self.ensure_loaded(name)
+        it = self._call(
+            "query_iterator",
+            self.client.query_iterator,
+            name,
+            batch_size=2000,
+            filter="",
+            output_fields=FINGERPRINT_FIELDS,
+        )
+        out: dict[str, StoredRow] = {}
+        try:
+            while True:
+                batch = self._call("query_iterator.next", it.next)
+                if not batch:
+                    break
+                for r in batch:
+                    out[r["id"]] = StoredRow(
+                        r["id"], r["content_hash"], r["meta_hash"], r["source_sig"]
+                    )
+        finally:
+            it.close()
+        return out
+
+    def get(self, name: str, ids: Sequence[str], *, vectors: bool = False) -> list[dict[str, Any]]:
+        """Rows by id, in the order asked, skipping ids that do not exist."""
+        if not ids:
+            return []
+        self.ensure_loaded(name)
+        fields = OUTPUT_FIELDS + FINGERPRINT_FIELDS[1:] + (["vector"] if vectors else [])
+        rows = self._call("get", self.client.get, name, ids=list(ids), output_fields=fields)
+        by_id = {r["id"]: dict(r) for r in rows}
+        return [by_id[i] for i in ids if i in by_id]
+
+    def search(
+        self,
+        name: str,
+        vectors: np.ndarray,
+        *,
+        limit: int,
+        offset: int = 0,
+        filter: str = "",
+    ) -> list[list[Match]]:
+        self.ensure_loaded(name)
+        params: dict[str, Any] = {"metric_type": self.settings.metric, "params": {}}
+        if self.settings.index_type.startswith("HNSW"):
+            params["params"]["ef"] = max(self.settings.search_ef, limit + offset)
+        res = self._call(
+            "search",
+            self.client.search,
+            name,
+            data=[v.tolist() for v in np.asarray(vectors, np.float32)],
+            limit=limit,
+            offset=offset,
+            filter=filter,
+            output_fields=OUTPUT_FIELDS,
+            search_params=params,
+        )
+        return [[_to_match(hit) for hit in hits] for hits in res]
+
+    def distinct(self, name: str, key: str, *, limit: int = 200, scan: int = 20000) -> list[Any]:
+        """Distinct values of a metadata key (for UI filters), sampled over up to ``scan`` rows."""
+        self.ensure_loaded(name)
+        rows = self._call(
+            "query", self.client.query, name, filter="", output_fields=["metadata"], limit=scan
+        )
+        values = {r["metadata"].get(key) for r in rows if isinstance(r.get("metadata"), dict)}
+        values.discard(None)
+        return sorted(values, key=lambda v: (str(type(v)), v))[:limit]
+
+
+def _to_match(hit: Any) -> Match:
+    entity = hit.get("entity", {})
+    return Match(
+        id=str(hit.get("id", entity.get("id"))),
+        score=float(hit.get("distance", 0.0)),
+        image=entity.get("image", ""),
+        metadata=entity.get("metadata") or {},
+    )
+
+
+def _row_bytes(row: dict[str, Any]) -> int:
+    vec = row.get("vector")
+    size = 4 * len(vec) if vec is not None else 0
+    return size + sum(len(str(v)) for k, v in row.items() if k != "vector") + 64
+
+
+def _chunks_by_bytes(rows: Sequence[dict[str, Any]], budget: int) -> Iterable[list[dict[str, Any]]]:
+    chunk: list[dict[str, Any]] = []
+    size = 0
+    for row in rows:
+        rb = _row_bytes(row)
+        if chunk and size + rb > budget:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(row)
+        size += rb
+    if chunk:
+        yield chunk
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else exc.__class__.__name__)[:300]
+
+
+def _transient(exc: BaseException) -> bool:
+    """Connection-level failures are retried; schema or argument errors are not."""
+    text = str(exc).lower()
+    markers = (
+        "unavailable",
+        "connect",
+        "timeout",
+        "timed out",
+        "deadline",
+        "reset",
+        "refused",
+        "closed",
+        "not ready",
+    )
+    return any(m in text for m in markers)
