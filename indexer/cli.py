@@ -113,7 +113,7 @@ def configure_logging(verbose: bool, quiet: bool) -> None:
     # traceback; our errors already say it in one line. Import it first, then quiet it.
     import pymilvus  # noqa: F401
 
-    for name in ("pymilvus", "pymilvus.decorators", "pymilvus.milvus_client"):
+    for name in ("pymilvus", "pymilvus.decorators", "pymilvus.milvus_client", "grpc", "grpc._server"):
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.CRITICAL)
 
 

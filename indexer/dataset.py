@@ -73,6 +73,8 @@ def make_loader(
     """A DataLoader that keeps a bounded number of decoded batches ahead of the model."""
     kwargs: dict[str, Any] = {}
     if workers > 0:
+        # Plain fork (Linux default): forkserver/spawn would re-import __main__, which breaks
+        # callers running from a notebook or stdin. Workers never touch gRPC.
         kwargs.update(worker_init_fn=_worker_init, prefetch_factor=2, persistent_workers=False)
     return DataLoader(
         dataset,

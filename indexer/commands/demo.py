@@ -38,10 +38,10 @@ def run(args: argparse.Namespace) -> int:
     query = Path(args.catalog) / "images" / "chelsea-3.jpg"
     print(f"\nquery: {query} (a mirrored shot of product P001)")
     print_matches(Searcher(settings).similar(query, limit=5))
-    print("\nmore like SKU-004-1 (espresso cup), only category=kitchen|animals:")
+    print("\nmore like SKU-003-1 (espresso cup), only category=kitchen|animals:")
     print_matches(
         Searcher(settings).similar_by_id(
-            "SKU-004-1", limit=3, filters={"category": ["kitchen", "animals"]}
+            "SKU-003-1", limit=3, filters={"category": ["kitchen", "animals"]}
         )
     )
     return EXIT_OK if report.ok else EXIT_PARTIAL
