@@ -1,0 +1,49 @@
+"""Shared fixtures: offline environment, one model per session, a fresh Lite store per test."""
+
+from __future__ import annotations
+
+import os
+
+# Never phone home from tests: a missing weight must fail fast, not hang on a download.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from search.config import Settings  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One model cache per test session (the offline model folder is built once, ~5 s)."""
+    shared = os.environ.get("VSEARCH_TEST_CACHE")
+    if shared:
+        Path(shared).mkdir(parents=True, exist_ok=True)
+        return Path(shared)
+    return tmp_path_factory.mktemp("vsearch-cache")
+
+
+@pytest.fixture(scope="session")
+def embedder(cache_dir: Path):
+    """The real offline default model (ImageNet EfficientNet-Lite0), CPU."""
+    from search.embedder import Embedder
+
+    return Embedder("builtin:efficientnet-lite0", device="cpu", cache_dir=cache_dir)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, cache_dir: Path) -> Settings:
+    """Settings for a fresh Milvus Lite database of this test (no retries: fail fast)."""
+    return Settings(
+        uri=str(tmp_path / "milvus" / "test.db"),
+        cache_dir=str(cache_dir),
+        device="cpu",
+        lock_dir=str(tmp_path / "locks"),
+        retries=0,
+        workers=0,
+        threads=2,
+    )
