@@ -283,7 +283,12 @@ class MilvusStore:
             return []
         self.ensure_loaded(name)
         fields = OUTPUT_FIELDS + FINGERPRINT_FIELDS[1:] + (["vector"] if vectors else [])
-        rows = self._call("get", self.client.get, name, ids=list(ids), output_fields=fields)
+        # pymilvus's get() pastes ids into an expression unescaped (an id with ' or \ breaks
+        # it); query with properly quoted literals instead.
+        from .filters import quote
+
+        expr = f"id in [{', '.join(quote(str(i)) for i in ids)}]"
+        rows = self._call("get", self.client.query, name, filter=expr, output_fields=fields)
         by_id = {r["id"]: dict(r) for r in rows}
         return [by_id[i] for i in ids if i in by_id]
 
