@@ -16,6 +16,8 @@ import pytest  # noqa: E402
 
 from search.config import Settings  # noqa: E402
 
+pytest_plugins = ["tests.server_backend"]
+
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

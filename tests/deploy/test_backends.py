@@ -1,0 +1,142 @@
+"""The store, the indexer and the searcher on BOTH backends: Milvus Lite and a real server.
+
+Every test runs twice through ``backend_settings`` (``lite`` and ``server``, the latter on the
+session's Milvus 2.3.5 standalone with a unique collection alias per test). Differences
+between the two are the store's business, never a skip here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from indexer.pipeline import IndexOptions, run_index
+from indexer.versions import promote
+from search.config import Settings
+from search.embedder import ModelInfo
+from search.errors import CollectionNotFound, ItemNotFound, ProvenanceMismatch, SafetyRefusal
+from search.filters import Range
+from search.searcher import Searcher
+from search.store import MilvusStore
+from tests.helpers import photo, product_catalog, variant
+
+NAMES = ["chelsea", "coffee", "rocket", "astronaut"]
+
+
+@pytest.fixture
+def catalog(tmp_path: Path) -> Path:
+    return product_catalog(tmp_path / "catalog", NAMES, per_product=2)
+
+
+def _index(source: Path, settings: Settings, embedder, store: MilvusStore, **opts):
+    return run_index(source, settings, IndexOptions(**opts), embedder=embedder, store=store)
+
+
+def test_index_then_reindex_is_idempotent(catalog, backend_settings, embedder) -> None:
+    store = MilvusStore(backend_settings)
+    first = _index(catalog, backend_settings, embedder, store)
+    assert (first.seen, first.added, first.embedded, first.count) == (8, 8, 8, 8)
+    assert first.live and store.resolve(backend_settings.collection) == first.collection
+    again = _index(catalog, backend_settings, embedder, store)
+    assert (again.embedded, again.added, again.updated, again.deleted) == (0, 0, 0, 0)
+    assert again.unchanged == 8 and again.count == 8
+    fingerprints = store.fingerprints(first.collection)
+    assert sorted(fingerprints) == sorted(f"{n}-{k}" for n in NAMES for k in range(2))
+    assert all(len(r.content_hash) == 32 for r in fingerprints.values())
+
+
+def test_change_add_delete_touch_only_those_items(catalog, backend_settings, embedder) -> None:
+    store = MilvusStore(backend_settings)
+    _index(catalog, backend_settings, embedder, store)
+    root = catalog.parent
+    time.sleep(0.01)
+    variant(photo("rocket"), 2).save(root / "img" / "rocket-0.jpg", "JPEG")  # new bytes
+    os.utime(root / "img" / "chelsea-0.jpg")  # touched, same bytes
+    lines = catalog.read_text().splitlines()
+    header, rows = lines[0], lines[1:]
+    shutil.copy(root / "img" / "coffee-0.jpg", root / "img" / "coffee-9.jpg")
+    added = rows[2].replace("coffee-0", "coffee-9")
+    kept = [r for r in rows if not r.startswith("astronaut-1,")]
+    kept = [r.replace("Globex", "Initech") if r.startswith("chelsea-1,") else r for r in kept]
+    catalog.write_text("\n".join([header, *kept, added]) + "\n")
+    report = _index(catalog, backend_settings, embedder, store)
+    assert (report.added, report.deleted, report.embedded) == (1, 1, 2)
+    assert report.updated == 2  # rocket-0 re-embedded, chelsea-1 re-tagged
+    assert report.count == 8
+    rows_now = {r["id"]: r for r in store.get(report.collection, ["chelsea-1", "coffee-9"])}
+    assert rows_now["chelsea-1"]["metadata"]["brand"] == "Initech"
+    assert rows_now["coffee-9"]["metadata"]["product"] == "coffee"
+    assert store.get(report.collection, ["astronaut-1"]) == []
+
+
+def test_search_by_photo_and_id_with_filters_and_paging(
+    catalog, backend_settings, embedder
+) -> None:
+    store = MilvusStore(backend_settings)
+    _index(catalog, backend_settings, embedder, store)
+    searcher = Searcher(backend_settings, store=store, embedder=embedder)
+    hits = searcher.similar(catalog.parent / "img" / "coffee-1.jpg", limit=3)
+    assert [h.id for h in hits[:2]] == ["coffee-1", "coffee-0"]
+    assert hits[0].score == pytest.approx(1.0, abs=1e-3) and hits[1].score > hits[2].score
+    assert hits[0].metadata["category"] == "kitchen" and hits[0].image.endswith("coffee-1.jpg")
+
+    page1 = searcher.similar(photo("chelsea"), limit=3)
+    page2 = searcher.similar(photo("chelsea"), limit=3, offset=3)
+    full = searcher.similar(photo("chelsea"), limit=6)
+    assert [h.id for h in page1 + page2] == [h.id for h in full]
+    assert {h.id for h in page1[:2]} == {"chelsea-0", "chelsea-1"}
+
+    by_brand = searcher.similar(photo("chelsea"), limit=8, filters={"brand": "Acme"})
+    assert {h.id for h in by_brand} == {"coffee-0", "coffee-1", "astronaut-0", "astronaut-1"}
+    cheap = searcher.similar_by_id("rocket-0", limit=8, filters={"price": Range(max=21)})
+    assert {h.id for h in cheap} == {"chelsea-0", "chelsea-1", "coffee-0", "coffee-1"}
+    either = searcher.similar_by_id(
+        "rocket-0", limit=8, filters={"category": ["vehicles", "people"]}
+    )
+    assert [h.id for h in either][0] == "rocket-1" and "rocket-0" not in {h.id for h in either}
+    assert {h.id for h in either} == {"rocket-1", "astronaut-0", "astronaut-1"}
+    assert searcher.get("coffee-0").metadata["price"] == pytest.approx(20.0)
+    with pytest.raises(ItemNotFound):
+        searcher.similar_by_id("no-such-item")
+    assert searcher.info().count == 8
+
+
+def test_provenance_refusal_on_model_mismatch(catalog, backend_settings, embedder) -> None:
+    store = MilvusStore(backend_settings)
+    report = _index(catalog, backend_settings, embedder, store)
+    other = ModelInfo.from_dict(
+        {**embedder.info.to_dict(), "name": "ViT-B-32", "pretrained": "other"}
+    )
+    with pytest.raises(ProvenanceMismatch, match="built with model"):
+        store.check_model(report.collection, other)
+    assert store.provenance(report.collection).key == embedder.info.key
+    with pytest.raises(CollectionNotFound):
+        store.require(backend_settings.collection + "_missing")
+
+
+def test_alias_promote_switches_live_collection(catalog, backend_settings, embedder) -> None:
+    store = MilvusStore(backend_settings)
+    alias = backend_settings.collection
+    first = _index(catalog, backend_settings, embedder, store)
+    blue = first.collection
+    green = f"{alias}__green"
+    store.create(green, embedder.info)
+    rows = store.get(blue, [f"{n}-{k}" for n in NAMES for k in range(2)], vectors=True)
+    store.upsert(green, [{**r, "vector": list(r["vector"])} for r in rows[:-1]])
+    store.flush(green)
+    with pytest.raises(SafetyRefusal, match="lacks 1 items"):
+        promote(store, alias, green)
+    store.upsert(green, [{**rows[-1], "vector": list(rows[-1]["vector"])}])
+    done = promote(store, alias, green)
+    assert (done.previous, done.current, done.count) == (blue, green, 8)
+    assert store.resolve(alias) == green and alias in store.aliases(green)
+    assert alias not in store.aliases(blue)
+    searcher = Searcher(backend_settings, store=store, embedder=embedder)
+    assert searcher.info().name == green
+    vec = np.asarray(rows[0]["vector"], np.float32)
+    assert store.search(green, vec[None, :], limit=1)[0][0].id == rows[0]["id"]

@@ -1,0 +1,171 @@
+"""Pytest plugin: a real Milvus standalone server for the test session, and both backends.
+
+``milvus_server`` starts the standalone server shipped in PyPI ``milvus==2.3.5`` (the
+``server`` extra; installed with ``--no-deps`` next to pymilvus 3) in a temporary base dir,
+waits for ``/healthz`` and a real gRPC round trip, and stops it by PID with SIGKILL at the end
+of the session (the binary ignores SIGTERM for 20 s+). Set ``VSEARCH_TEST_MILVUS_URI`` to run
+the same tests against a server you started yourself (e.g. the docker compose one).
+
+``backend_settings`` is parametrized over ``lite`` (a fresh Lite database in tmp_path) and
+``server`` (marked ``server``; a unique collection alias per test on the shared server, dropped
+afterwards), so one integration test exercises both code paths of ``search.store``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from search.config import Settings
+
+ENV_EXTERNAL = "VSEARCH_TEST_MILVUS_URI"
+START_TIMEOUT_S = 240
+
+
+@dataclass
+class ServerHandle:
+    """A running Milvus server: where to reach it and, when we started it, its PID."""
+
+    uri: str
+    pid: int | None = None
+    base_dir: Path | None = None
+    health_url: str = ""
+
+    def stop(self) -> None:
+        """SIGKILL by PID (Milvus 2.3 ignores SIGTERM); idempotent."""
+        if self.pid is None:
+            return
+        pid, self.pid = self.pid, None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, 0)
+
+
+def start_milvus_server(base_dir: Path) -> ServerHandle:
+    """Start ``milvus run standalone`` from the ``milvus`` wheel; wait until it answers."""
+    try:
+        from milvus import MilvusServer, MilvusServerConfig
+    except ImportError:  # pragma: no cover - depends on the environment
+        pytest.fail(
+            "server tests need the Milvus server wheel: pip install --no-deps 'milvus==2.3.5' "
+            f"(the `server` extra), set {ENV_EXTERNAL}, or deselect them with -m 'not server'"
+        )
+    server = MilvusServer(MilvusServerConfig(), wait_for_started=False)
+    server.set_base_dir(str(base_dir))
+    server.start()  # picks free ports from 19530 / 9091 upwards
+    proc = server.server_proc
+    handle = ServerHandle(
+        uri=f"http://127.0.0.1:{server.listen_port}",
+        pid=proc.pid,
+        base_dir=base_dir,
+        health_url=f"http://127.0.0.1:{server.webservice_port}/healthz",
+    )
+    server.server_proc = None  # we own the process now (its __del__ would SIGTERM it)
+    atexit.register(handle.stop)  # even if the session dies before the fixture finalizer
+    try:
+        _wait_healthy(handle, proc)
+    except BaseException:
+        handle.stop()
+        raise
+    return handle
+
+
+def _wait_healthy(handle: ServerHandle, proc) -> None:  # noqa: ANN001 - a Popen
+    import urllib.request
+
+    from pymilvus import MilvusClient
+
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"Milvus exited with {proc.returncode}; see {handle.base_dir}/logs")
+        try:
+            with urllib.request.urlopen(handle.health_url, timeout=2) as resp:  # noqa: S310
+                if b"OK" in resp.read():
+                    break
+        except OSError:
+            pass
+        time.sleep(0.3)
+    else:
+        raise TimeoutError(f"Milvus not healthy after {START_TIMEOUT_S}s ({handle.health_url})")
+    while True:  # healthz can answer before the proxy serves requests
+        try:
+            client = MilvusClient(uri=handle.uri, timeout=10)
+            client.list_collections()
+            client.close()
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
+    """One real Milvus standalone server for the whole session (or the external one)."""
+    external = os.environ.get(ENV_EXTERNAL)
+    if external:
+        yield ServerHandle(uri=external)
+        return
+    handle = start_milvus_server(tmp_path_factory.mktemp("milvus-server"))
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+def drop_namespace(uri: str, prefix: str) -> None:
+    """Drop every alias and collection whose name starts with ``prefix`` (test cleanup)."""
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(uri=uri, timeout=30)
+    try:
+        for name in client.list_collections():
+            if not name.startswith(prefix):
+                continue
+            for alias in client.list_aliases(collection_name=name).get("aliases", []):
+                client.drop_alias(alias)
+            client.drop_collection(name)
+    finally:
+        client.close()
+
+
+def server_settings(uri: str, tmp_path: Path, cache_dir: Path) -> Settings:
+    """Settings for a fresh namespace on a shared server: a unique collection alias."""
+    return Settings(
+        uri=uri,
+        collection=f"t{uuid.uuid4().hex[:12]}",
+        cache_dir=str(cache_dir),
+        device="cpu",
+        lock_dir=str(tmp_path / "locks"),
+        retries=2,
+        retry_backoff=0.2,
+        workers=0,
+        threads=2,
+    )
+
+
+@pytest.fixture(params=["lite", pytest.param("server", marks=pytest.mark.server)])
+def backend_settings(
+    request: pytest.FixtureRequest, tmp_path: Path, cache_dir: Path
+) -> Iterator[Settings]:
+    """Settings for a fresh store on Milvus Lite, then on the real Milvus server."""
+    if request.param == "lite":
+        yield request.getfixturevalue("settings")
+        return
+    server: ServerHandle = request.getfixturevalue("milvus_server")
+    settings = server_settings(server.uri, tmp_path, cache_dir)
+    try:
+        yield settings
+    finally:
+        drop_namespace(server.uri, settings.collection)
