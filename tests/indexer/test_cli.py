@@ -1,0 +1,106 @@
+"""The `vsearch` program as cron and shell users see it: output, JSON, exit codes."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from indexer.cli import EXIT_LOCKED, EXIT_OK, EXIT_PARTIAL, EXIT_REFUSED, EXIT_USAGE, main
+from indexer.lock import IndexLock
+from search.config import Settings
+from tests.helpers import write_folder
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        VSEARCH_URI=settings.uri,
+        VSEARCH_CACHE_DIR=settings.cache_dir,
+        VSEARCH_LOCK_DIR=settings.lock_dir,
+        VSEARCH_WORKERS="0",
+        HF_HUB_OFFLINE="1",
+    )
+    return env
+
+
+def _vsearch(args: list[str], settings: Settings) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "indexer.cli", *args],
+        env=_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_help_is_instant_and_loads_no_model() -> None:
+    code = (
+        "import sys\n"
+        "from indexer.cli import build_parser\n"
+        "build_parser().format_help()\n"
+        "assert 'torch' not in sys.modules and 'open_clip' not in sys.modules, 'heavy import'\n"
+        "assert 'pymilvus' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "indexer.cli", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0
+    for command in ("index", "search", "demo", "collections", "promote"):
+        assert command in out.stdout
+
+
+def test_index_json_summary_and_exit_codes(tmp_path: Path, settings: Settings) -> None:
+    root = tmp_path / "cat"
+    write_folder(root, ["coffee", "rocket"], per_product=2)
+    first = _vsearch(["-q", "index", str(root), "--json"], settings)
+    assert first.returncode == EXIT_OK, first.stderr
+    summary = json.loads(first.stdout)
+    assert (summary["seen"], summary["added"], summary["count"], summary["failed_count"]) == (
+        4,
+        4,
+        4,
+        0,
+    )
+    assert summary["images_per_second"] > 0
+
+    (root / "broken.jpg").write_text("nope")
+    second = _vsearch(["-q", "index", str(root), "--json"], settings)
+    assert second.returncode == EXIT_PARTIAL
+    summary = json.loads(second.stdout)
+    assert summary["embedded"] == 0 and summary["unchanged"] == 4
+    assert summary["failed"] == [
+        {"id": "broken.jpg", "reason": "not an image (unrecognised format)"}
+    ]
+
+    found = _vsearch(
+        ["search", str(root / "rocket" / "rocket-1.jpg"), "--json", "-k", "2"], settings
+    )
+    assert found.returncode == EXIT_OK, found.stderr
+    hits = json.loads(found.stdout)
+    assert [h["id"] for h in hits] == ["rocket/rocket-1.jpg", "rocket/rocket-0.jpg"]
+    assert hits[0]["score"] == pytest.approx(1.0, abs=1e-3)
+
+    text = _vsearch(["search", "--text", "a rocket"], settings)
+    assert text.returncode == EXIT_USAGE and "image-only" in text.stderr
+    assert text.stderr.count("\n") == 1  # one clear line, no traceback
+
+
+def test_usage_lock_and_refusal_exit_codes(tmp_path: Path, settings: Settings) -> None:
+    assert main(["-q", "index", str(tmp_path / "missing")]) == EXIT_USAGE
+    root = tmp_path / "cat"
+    write_folder(root, ["coffee"], per_product=1)
+    with IndexLock(settings):
+        locked = _vsearch(["-q", "index", str(root)], settings)
+    assert locked.returncode == EXIT_LOCKED and "holds the lock" in locked.stderr
+    assert _vsearch(["-q", "index", str(root)], settings).returncode == EXIT_OK
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    refused = _vsearch(["-q", "index", str(empty)], settings)
+    assert refused.returncode == EXIT_REFUSED and "--force-delete" in refused.stderr
+    listing = _vsearch(["collections", "--json"], settings)
+    infos = json.loads(listing.stdout)
+    assert len(infos) == 1 and infos[0]["count"] == 1 and infos[0]["aliases"] == ["catalog"]
