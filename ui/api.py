@@ -1,0 +1,231 @@
+"""JSON HTTP API: search by uploaded photo, by catalog id and by text; items, images, health.
+
+Bad input is a 4xx with a message, never a 5xx: request models validate shapes and bounds,
+``search.errors`` classes map to status codes (:data:`STATUS`), and the error body names
+the class so :class:`search.client.RemoteSearcher` can raise the same exception.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, FastAPI, File, Form, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi.security import HTTPBasic, HTTPBasicCredentials
+from pydantic import ValidationError
+
+from search import errors
+from search.types import Match
+
+from . import schemas as s
+from .images import image_ref
+from .service import CatalogService
+
+log = logging.getLogger(__name__)
+
+STATUS: dict[type[errors.VSearchError], int] = {
+    errors.ItemNotFound: 404,
+    errors.CollectionNotFound: 404,
+    errors.TextSearchUnsupported: 400,
+    errors.ImageError: 422,
+    errors.ConfigError: 422,
+    errors.CatalogError: 422,
+    errors.ProvenanceMismatch: 409,
+    errors.LockHeldError: 409,
+    errors.SafetyRefusal: 409,
+    errors.StoreError: 503,
+    errors.ModelError: 503,
+    errors.VSearchError: 400,
+}
+ERRORS = {401: {"model": s.ErrorOut}, 404: {"model": s.ErrorOut}, 422: {"model": s.ErrorOut}}
+ERRORS |= {503: {"model": s.ErrorOut}}
+
+
+def status_of(exc: errors.VSearchError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 400
+
+
+def error_response(status: int, detail: str, error: str) -> JSONResponse:
+    return JSONResponse({"detail": detail, "error": error}, status_code=status)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map library errors and validation failures to JSON 4xx/503 bodies."""
+
+    @app.exception_handler(errors.VSearchError)
+    async def _vsearch(_: Request, exc: errors.VSearchError) -> JSONResponse:
+        return error_response(status_of(exc), str(exc), type(exc).__name__)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(422, _describe(exc.errors()), "ConfigError")
+
+
+def _describe(problems: Any) -> str:
+    parts = []
+    for p in list(problems)[:5]:
+        where = ".".join(str(x) for x in p.get("loc", ()) if x not in ("body",))
+        parts.append(f"{where}: {p.get('msg', 'invalid')}" if where else str(p.get("msg")))
+    return "invalid request: " + "; ".join(parts)
+
+
+def _auth_dependency(auth: tuple[str, str] | None) -> list[Any]:
+    if auth is None:
+        return []
+    basic = HTTPBasic(auto_error=False)
+    user, password = auth
+
+    def check(creds: Annotated[HTTPBasicCredentials | None, Depends(basic)]) -> None:
+        ok = (
+            creds is not None
+            and secrets.compare_digest(creds.username.encode(), user.encode())
+            and secrets.compare_digest(creds.password.encode(), password.encode())
+        )
+        if not ok:
+            raise HTTPException(401, "authentication required", {"WWW-Authenticate": "Basic"})
+
+    return [Depends(check)]
+
+
+def _out(m: Match) -> s.MatchOut:
+    is_url = m.image.startswith(("http://", "https://"))
+    url = m.image if is_url else f"/api/image?id={quote(m.id, safe='')}"
+    return s.MatchOut(id=m.id, score=m.score, image=m.image, image_url=url, metadata=m.metadata)
+
+
+def _page(matches: list[Match], limit: int, offset: int) -> s.SearchResponse:
+    nxt = offset + limit if len(matches) >= limit else None
+    return s.SearchResponse(
+        matches=[_out(m) for m in matches], limit=limit, offset=offset, next_offset=nxt
+    )
+
+
+def build_router(service: CatalogService) -> tuple[APIRouter, APIRouter]:
+    """The public router (/health) and the API router (/api/..., behind auth if set)."""
+    searcher = service.searcher
+    opts = service.options
+    public = APIRouter()
+    api = APIRouter(prefix="/api", dependencies=_auth_dependency(opts.auth), responses=ERRORS)
+
+    def floor(value: float | None) -> float:
+        return service.min_score if value is None else value
+
+    @public.get("/health", response_model=s.HealthOut, responses={503: {"model": s.HealthOut}})
+    def health() -> JSONResponse:
+        """Liveness and readiness: 200 when the collection answers, 503 otherwise."""
+        st = service.status()
+        unreachable = bool(st.error) and not st.physical
+        body = s.HealthOut(
+            status="ok" if not unreachable else "unavailable",
+            collection=st.collection,
+            count=st.count,
+            model=st.model,
+            error=st.error,
+        )
+        return JSONResponse(body.model_dump(), status_code=503 if unreachable else 200)
+
+    @api.get("/info", response_model=s.InfoOut)
+    def info() -> s.InfoOut:
+        """The live collection behind the alias, its model and size."""
+        live = searcher.info()
+        return s.InfoOut(
+            collection=service.collection,
+            live=s.CollectionOut(**live.to_dict()),
+            has_text=bool(live.model and live.model.has_text),
+        )
+
+    @api.get("/facets", response_model=s.FacetsOut)
+    def facets() -> s.FacetsOut:
+        """Filter choices: distinct category values and the price range."""
+        searcher.info()  # a clear 404/503 instead of empty facets
+        f = service.facets()
+        return s.FacetsOut(
+            values=f.values, range_key=opts.range_key, range=list(f.range) if f.range else None
+        )
+
+    @api.get("/item", response_model=s.ItemOut)
+    def item(id: Annotated[s.ItemId, Query(description="catalog id")]) -> s.ItemOut:
+        """One catalog item by id."""
+        return s.ItemOut(item=_out(searcher.get(id)))
+
+    @api.get(
+        "/image",
+        response_class=Response,
+        responses={200: {"content": {"image/*": {}}}, 307: {"description": "URL image"}},
+    )
+    def image(id: Annotated[s.ItemId, Query(description="catalog id")]) -> Response:
+        """The image of a catalog item (only files that are rows of the collection)."""
+        ref = image_ref(searcher, id)
+        if ref.url:
+            return RedirectResponse(ref.url, status_code=307)
+        return FileResponse(
+            ref.path, media_type=ref.media_type, headers={"Cache-Control": "max-age=300"}
+        )
+
+    @api.post("/search/id", response_model=s.SearchResponse)
+    def search_id(q: s.IdQuery) -> s.SearchResponse:
+        """'More like this': neighbours of a catalog item (no re-embedding)."""
+        hits = searcher.similar_by_id(q.id, **_kw(q, floor(q.min_score)))
+        return _page(hits, q.limit, q.offset)
+
+    @api.post("/search/text", response_model=s.SearchResponse)
+    def search_text(q: s.TextQuery) -> s.SearchResponse:
+        """Items matching a text description (400 for image-only models)."""
+        hits = searcher.similar_text(q.text, **_kw(q, floor(q.min_score)))
+        return _page(hits, q.limit, q.offset)
+
+    @api.post(
+        "/search/image", response_model=s.SearchResponse, responses={413: {"model": s.ErrorOut}}
+    )
+    def search_image(
+        image: Annotated[bytes, File(description="query photo (JPEG, PNG, WebP...)")],
+        limit: Annotated[int, Form(ge=1, le=s.MAX_LIMIT)] = 10,
+        offset: Annotated[int, Form(ge=0, le=s.MAX_OFFSET)] = 0,
+        filters: Annotated[str | None, Form(description="JSON object of filters")] = None,
+        min_score: Annotated[float | None, Form(ge=-1e300, le=1e300)] = None,
+    ) -> s.SearchResponse | JSONResponse:
+        """Catalog items most similar to an uploaded photo (multipart form)."""
+        if len(image) > opts.max_upload_bytes:
+            return error_response(
+                413,
+                f"photo too large: {len(image):,} bytes (limit {opts.max_upload_bytes:,})",
+                "ImageError",
+            )
+        parsed = _parse_filters(filters)
+        kw = {"limit": limit, "offset": offset, "filters": parsed}
+        hits = searcher.similar(image, **kw, min_score=floor(min_score))
+        return _page(hits, limit, offset)
+
+    return public, api
+
+
+def _kw(q: s.Paging, min_score: float) -> dict[str, Any]:
+    return {
+        "limit": q.limit,
+        "offset": q.offset,
+        "filters": s.plain_filters(q.filters),
+        "min_score": min_score,
+    }
+
+
+def _parse_filters(raw: str | None) -> dict[str, Any] | None:
+    if raw is None or not raw.strip():
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise errors.ConfigError(f"filters is not valid JSON: {exc}") from None
+    try:
+        return s.plain_filters(s.FILTERS.validate_python(data))
+    except ValidationError as exc:
+        raise errors.ConfigError(
+            "invalid filters: " + _describe(exc.errors()).removeprefix("invalid request: ")
+        ) from None

@@ -1,0 +1,101 @@
+"""Catalog images served by catalog id, never by path.
+
+A request names an item id; the id is looked up in Milvus (as a quoted literal) and only the
+image path *stored on that row* is read. A crafted id (``../../etc/passwd``, an absolute
+path, an encoded variant) is just an id that does not exist, so nothing outside the
+collection's own rows can be read. URL images are handed back as the URL.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from threading import Lock
+
+from PIL import Image
+
+from search import ImageError, ItemNotFound, Match, Searcher, open_image
+
+log = logging.getLogger(__name__)
+
+IMAGE_TYPES = {
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".png": "image/png",
+    ".webp": "image/webp",
+    ".gif": "image/gif",
+    ".bmp": "image/bmp",
+    ".tif": "image/tiff",
+    ".tiff": "image/tiff",
+}
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """Where an item's image is: a local file (with its media type) or a URL."""
+
+    item_id: str
+    path: Path | None = None
+    url: str | None = None
+    media_type: str = ""
+
+
+def is_url(ref: str) -> bool:
+    return ref.startswith(("http://", "https://"))
+
+
+def ref_of(match: Match) -> ImageRef:
+    """The servable image of a catalog row; ItemNotFound when it has none on disk."""
+    ref = match.image or ""
+    if is_url(ref):
+        return ImageRef(match.id, url=ref)
+    path = Path(ref)
+    media_type = IMAGE_TYPES.get(path.suffix.lower(), "")
+    if not ref or not path.is_absolute() or not media_type or not path.is_file():
+        raise ItemNotFound(f"the image of item {match.id!r} is not available")
+    return ImageRef(match.id, path=path, media_type=media_type)
+
+
+def image_ref(searcher: Searcher, item_id: str) -> ImageRef:
+    """Look ``item_id`` up in the collection and return its stored image."""
+    return ref_of(searcher.get(item_id))
+
+
+class Thumbnails:
+    """Small in-memory LRU of gallery thumbnails of local catalog images."""
+
+    def __init__(self, px: int = 384, capacity: int = 512) -> None:
+        self.px = px
+        self.capacity = capacity
+        self._cache: OrderedDict[tuple[str, float], Image.Image] = OrderedDict()
+        self._lock = Lock()
+
+    def for_match(self, match: Match) -> Image.Image | str | None:
+        """A URL (left to the browser), a thumbnail, or None when the image is gone."""
+        try:
+            ref = ref_of(match)
+        except ItemNotFound:
+            log.warning("image of %r is missing", match.id)
+            return None
+        if ref.url:
+            return ref.url
+        assert ref.path is not None
+        key = (str(ref.path), ref.path.stat().st_mtime)
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit
+        try:
+            img = open_image(ref.path, draft_size=self.px)
+        except ImageError as exc:
+            log.warning("cannot read image of %r: %s", match.id, exc)
+            return None
+        img.thumbnail((self.px, self.px))
+        with self._lock:
+            self._cache[key] = img
+            while len(self._cache) > self.capacity:
+                self._cache.popitem(last=False)
+        return img

@@ -1,0 +1,100 @@
+"""One FastAPI process: the JSON API under /api, /health, and the Gradio page at /.
+
+Nothing here phones home: Gradio analytics and Hugging Face hub access are switched off
+before Gradio is imported, and the app is never shared through a tunnel.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+for _name, _value in (
+    ("GRADIO_ANALYTICS_ENABLED", "False"),
+    ("HF_HUB_OFFLINE", "1"),
+    ("HF_HUB_DISABLE_TELEMETRY", "1"),
+):
+    os.environ.setdefault(_name, _value)
+
+import gradio as gr  # noqa: E402
+from fastapi import FastAPI, Request  # noqa: E402
+from fastapi.responses import Response  # noqa: E402
+
+from search import Searcher, Settings  # noqa: E402
+
+from .api import build_router, error_response, install_error_handlers  # noqa: E402
+from .app import CSS, build_blocks  # noqa: E402
+from .service import CatalogService, UiOptions  # noqa: E402
+
+log = logging.getLogger(__name__)
+UPLOAD_ROUTES = ("/api/search/image",)
+FORM_OVERHEAD = 64 * 1024
+
+
+def build_app(
+    settings: Settings, options: UiOptions | None = None, *, searcher: Searcher | None = None
+) -> FastAPI:
+    """The ASGI app: API routes first, then Gradio mounted at the root."""
+    options = options or UiOptions()
+    service = CatalogService(searcher or Searcher(settings), options)
+    app = FastAPI(
+        title="vsearch",
+        summary="Visual similarity search over a product catalog",
+        version="1",
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
+    app.state.service = service
+    install_error_handlers(app)
+    _limit_uploads(app, options.max_upload_bytes)
+    public, api = build_router(service)
+    app.include_router(public)
+    app.include_router(api)
+    blocks = build_blocks(service)
+    return gr.mount_gradio_app(
+        app,
+        blocks,
+        path="/",
+        auth=options.auth,
+        max_file_size=options.max_upload_bytes,
+        show_error=False,
+        footer_links=["api"],
+        theme=gr.themes.Default(),
+        css=CSS,
+        ssr_mode=False,
+        server_name=options.host,
+        server_port=options.port,
+    )
+
+
+def _limit_uploads(app: FastAPI, max_bytes: int) -> None:
+    """Refuse an oversized photo upload from its Content-Length, before reading it."""
+
+    @app.middleware("http")
+    async def limit(request: Request, call_next):  # type: ignore[no-untyped-def]
+        if request.url.path in UPLOAD_ROUTES:
+            length = request.headers.get("content-length")
+            if length is not None and length.isdigit() and int(length) > max_bytes + FORM_OVERHEAD:
+                return error_response(
+                    413, f"photo too large (limit {max_bytes:,} bytes)", "ImageError"
+                )
+        response: Response = await call_next(request)
+        return response
+
+
+def serve(settings: Settings, options: UiOptions, *, warm: bool = True) -> None:
+    """Build the app, load the model, and serve until interrupted."""
+    import uvicorn
+
+    app = build_app(settings, options)
+    service: CatalogService = app.state.service
+    if warm:
+        service.warm_up()
+    st = service.status()
+    if st.error:
+        log.warning("serving, but: %s", st.error)
+    else:
+        log.info("serving %s: %s, %d items", st.collection, st.model, st.count)
+    log.info("listening on http://%s:%d", options.host, options.port)
+    uvicorn.run(app, host=options.host, port=options.port, log_level="warning")

@@ -1,0 +1,142 @@
+"""What the shop UI and the HTTP API share: one searcher, its options, status and facets.
+
+Everything here goes through the ``search`` package's public API (``Searcher`` and the
+``MilvusStore`` it owns); the Gradio app and the FastAPI routes are thin shells over it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+
+from search import Searcher, VSearchError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_UPLOAD = 10 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class UiOptions:
+    """Serving options (flags / env of ``vsearch serve``).
+
+    min_score: the similarity floor under which a result is not shown (None: the
+        setting's ``min_score``); max_upload_bytes: the largest query photo accepted.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 7860
+    auth: tuple[str, str] | None = None
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD
+    min_score: float | None = None
+    page_size: int = 12
+    max_page_size: int = 100
+    title: str = "Visual product search"
+    thumb_px: int = 384
+    facet_keys: tuple[str, ...] = ("category",)
+    range_key: str = "price"
+
+
+@dataclass(frozen=True)
+class Status:
+    """What the page's status line says; ``error`` is set when the catalog cannot be used."""
+
+    collection: str
+    physical: str = ""
+    model: str = ""
+    count: int = 0
+    has_text: bool = False
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": "ok" if self.ok else "unavailable",
+            "collection": self.collection,
+            "physical": self.physical,
+            "model": self.model,
+            "count": self.count,
+            "has_text": self.has_text,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
+class Facets:
+    """Filter choices taken from the collection's metadata."""
+
+    values: dict[str, list[Any]] = field(default_factory=dict)
+    range: tuple[float, float] | None = None
+
+
+class CatalogService:
+    """The searcher plus the small extras a shop front needs (status, facets, warm-up)."""
+
+    def __init__(self, searcher: Searcher, options: UiOptions | None = None) -> None:
+        self.searcher = searcher
+        self.options = options or UiOptions()
+
+    @property
+    def collection(self) -> str:
+        return self.searcher.settings.collection
+
+    @property
+    def min_score(self) -> float:
+        floor = self.options.min_score
+        return self.searcher.settings.min_score if floor is None else floor
+
+    def status(self) -> Status:
+        """The live collection, its model and size; a readable error when unusable."""
+        try:
+            info = self.searcher.info()
+        except VSearchError as exc:
+            return Status(self.collection, error=str(exc))
+        model = info.model
+        return Status(
+            self.collection,
+            physical=info.name,
+            model=model.describe() if model else "",
+            count=info.count,
+            has_text=bool(model and model.has_text),
+            error="" if info.count else "the catalog is empty: index some products first",
+        )
+
+    def facets(self) -> Facets:
+        """Distinct values of the facet keys and the numeric range key (empty on error)."""
+        try:
+            physical = self.searcher.store.require(self.collection)
+            store = self.searcher.store
+            values = {k: store.distinct(physical, k) for k in self.options.facet_keys}
+            nums = [
+                v
+                for v in store.distinct(physical, self.options.range_key, limit=1_000_000)
+                if isinstance(v, int | float) and not isinstance(v, bool)
+            ]
+        except VSearchError as exc:
+            log.warning("cannot read filter values: %s", exc)
+            return Facets()
+        values = {k: [v for v in vs if isinstance(v, str)] for k, vs in values.items()}
+        return Facets(values, (float(min(nums)), float(max(nums))) if nums else None)
+
+    def warm_up(self) -> float:
+        """Load the live collection's model now, so the first shopper does not wait."""
+        t0 = time.perf_counter()
+        try:
+            model = self.searcher.info().model
+            if model is None:
+                return 0.0
+            embedder = self.searcher.embedder_for(model)
+            embedder.embed_images([Image.new("RGB", (64, 64), "white")])  # first forward
+        except VSearchError as exc:
+            log.warning("warm-up skipped: %s", exc)
+            return 0.0
+        seconds = time.perf_counter() - t0
+        log.info("model loaded in %.1fs", seconds)
+        return seconds
