@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 
 for _name, _value in (
     ("GRADIO_ANALYTICS_ENABLED", "False"),
@@ -83,8 +84,17 @@ def _limit_uploads(app: FastAPI, max_bytes: int) -> None:
         return response
 
 
-def serve(settings: Settings, options: UiOptions, *, warm: bool = True) -> None:
-    """Build the app, load the model, and serve until interrupted."""
+def serve(
+    settings: Settings,
+    options: UiOptions,
+    *,
+    warm: bool = True,
+    announce: Callable[[str], None] | None = None,
+) -> None:
+    """Build the app, load the model, and serve until interrupted.
+
+    announce: called with one human line (URL, collection, size) once the app is ready.
+    """
     import uvicorn
 
     app = build_app(settings, options)
@@ -96,5 +106,9 @@ def serve(settings: Settings, options: UiOptions, *, warm: bool = True) -> None:
         log.warning("serving, but: %s", st.error)
     else:
         log.info("serving %s: %s, %d items", st.collection, st.model, st.count)
-    log.info("listening on http://%s:%d", options.host, options.port)
+    url = f"http://{options.host}:{options.port}/"
+    log.info("listening on %s", url)
+    if announce:
+        size = f"{st.count:,} items" if not st.error else st.error
+        announce(f"vsearch: serving {st.collection} ({size}) at {url} - API docs at {url}api/docs")
     uvicorn.run(app, host=options.host, port=options.port, log_level="warning")

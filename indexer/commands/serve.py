@@ -102,5 +102,5 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     from ui.server import serve
 
-    serve(settings, options, warm=not args.no_warmup)
+    serve(settings, options, warm=not args.no_warmup, announce=lambda line: print(line, flush=True))
     return 0
