@@ -1,0 +1,99 @@
+"""The store module on Milvus Lite: provenance, chunked upserts, the one-process lock."""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from search.embedder import ModelInfo
+from search.errors import ProvenanceMismatch, StoreLockedError
+from search.store import MilvusStore, _chunks_by_bytes, _row_bytes
+
+MODEL = ModelInfo("test-model", "tag", "abc123", 8, False, 224, {"mean": [0.5] * 3})
+
+
+def _rows(n: int, dim: int = 8) -> list[dict]:
+    rng = np.random.default_rng(0)
+    vecs = rng.normal(size=(n, dim)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    return [
+        {
+            "id": f"item-{i}",
+            "vector": v.tolist(),
+            "image": f"/img/{i}.jpg",
+            "content_hash": f"h{i}",
+            "meta_hash": "m",
+            "source_sig": "s",
+            "metadata": {"n": i},
+        }
+        for i, v in enumerate(vecs)
+    ]
+
+
+def test_collection_records_provenance_and_refuses_other_models(settings) -> None:
+    store = MilvusStore(settings)
+    store.create("c1", MODEL)
+    assert store.provenance("c1") == MODEL
+    store.check_model("c1", MODEL)
+    other = ModelInfo("test-model", "tag", "different", 8, False, 224)
+    with pytest.raises(ProvenanceMismatch, match="was built with model test-model"):
+        store.check_model("c1", other)
+
+
+def test_upserts_are_chunked_and_idempotent(settings) -> None:
+    store = MilvusStore(settings.replace(upsert_bytes=4096))
+    store.create("c1", MODEL)
+    rows = _rows(120)
+    chunks = list(_chunks_by_bytes(rows, 4096))
+    assert len(chunks) > 2 and sum(map(len, chunks)) == 120
+    assert all(sum(_row_bytes(r) for r in c) <= 4096 for c in chunks)
+    assert store.upsert("c1", rows) == 120
+    store.upsert("c1", rows[:50])  # the same ids again: no duplicates
+    store.flush("c1")
+    assert store.count("c1") == 120
+    prints = store.fingerprints("c1")
+    assert len(prints) == 120 and prints["item-7"].content_hash == "h7"
+    assert store.delete("c1", [f"item-{i}" for i in range(10)]) == 10
+    assert store.count("c1") == 110
+    hits = store.search("c1", np.asarray([rows[42]["vector"]]), limit=3)[0]
+    assert hits[0].id == "item-42" and hits[0].score == pytest.approx(1.0, abs=1e-4)
+    assert hits[0].metadata == {"n": 42} and hits[0].image == "/img/42.jpg"
+
+
+def test_alias_switch_and_listing(settings) -> None:
+    store = MilvusStore(settings)
+    store.create("v1", MODEL)
+    store.create("v2", MODEL)
+    store.set_alias("shop", "v1")
+    assert store.resolve("shop") == "v1"
+    store.set_alias("shop", "v2")
+    assert store.resolve("shop") == "v2" and store.aliases("v2") == ("shop",)
+    listed = {c.name: c for c in store.collections()}
+    assert set(listed) == {"v1", "v2"} and listed["v2"].model == MODEL
+    assert store.resolve("nothing") is None
+
+
+def test_lite_database_held_by_another_process_says_what_to_do(settings) -> None:
+    Path(settings.uri).parent.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom pymilvus import MilvusClient\n"
+            f"MilvusClient({settings.uri!r}).list_collections()\nprint('ready', flush=True)\ntime.sleep(120)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        with pytest.raises(StoreLockedError, match="milvus-server"):
+            MilvusStore(settings).client.list_collections()
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    time.sleep(0.5)
+    assert MilvusStore(settings).client.list_collections() == []
