@@ -107,7 +107,8 @@ def configure_logging(verbose: bool, quiet: bool) -> None:
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    for noisy in ("httpx", "urllib3", "root", "PIL", "matplotlib"):
+    # (never "root": getLogger("root") IS the root logger and would hide every INFO line)
+    for noisy in ("httpx", "urllib3", "PIL", "matplotlib"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     # pymilvus configures its own loggers when imported and logs every failed RPC with a
     # traceback; our errors already say it in one line. Import it first, then quiet it.
