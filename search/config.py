@@ -57,6 +57,7 @@ class Settings:
     lock_dir: str = ""
     allowed_roots: tuple[str, ...] = ()
     min_score: float = 0.0
+    alias_ttl: float = 2.0  # seconds a searcher trusts its alias resolution
     retries: int = 3
     retry_backoff: float = 0.5
 

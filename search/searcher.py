@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -44,14 +45,29 @@ class Searcher:
         self._embedders: dict[str, Embedder] = {}
         self._pinned = embedder
         self._lock = threading.Lock()
+        self._live_cache: tuple[float, str, ModelInfo] | None = None
 
     # -- the live collection ----------------------------------------------------------
     def _live(self) -> tuple[str, ModelInfo]:
+        """The physical collection behind the alias and its model.
+
+        Re-resolved at most every ``settings.alias_ttl`` seconds (two metadata calls per query
+        otherwise), so a promotion reaches a running server within that time, no restart.
+        """
+        cached = self._live_cache
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < self.settings.alias_ttl:
+            return cached[1], cached[2]
         physical = self.store.require(self.settings.collection)
         model = self.store.provenance(physical)
         if model is None:
             raise ProvenanceMismatch(f"collection {physical!r} has no vsearch provenance")
+        self._live_cache = (now, physical, model)
         return physical, model
+
+    def refresh(self) -> None:
+        """Forget the cached alias resolution (the next query re-reads it)."""
+        self._live_cache = None
 
     def info(self) -> CollectionInfo:
         """The live collection: physical name, model, item count and aliases."""

@@ -318,7 +318,7 @@ class MilvusStore:
         )
         return [[_to_match(hit) for hit in hits] for hits in res]
 
-    def distinct(self, name: str, key: str, *, limit: int = 200, scan: int = 20000) -> list[Any]:
+    def distinct(self, name: str, key: str, *, limit: int = 200, scan: int = 16384) -> list[Any]:
         """Distinct values of a metadata key (for UI filters), sampled over up to ``scan`` rows."""
         self.ensure_loaded(name)
         rows = self._call(
