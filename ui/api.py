@@ -42,6 +42,7 @@ STATUS: dict[type[errors.VSearchError], int] = {
     errors.ModelError: 503,
     errors.VSearchError: 400,
 }
+BASIC = HTTPBasic(auto_error=False)
 ERRORS = {401: {"model": s.ErrorOut}, 404: {"model": s.ErrorOut}, 422: {"model": s.ErrorOut}}
 ERRORS |= {503: {"model": s.ErrorOut}}
 
@@ -80,10 +81,9 @@ def _describe(problems: Any) -> str:
 def _auth_dependency(auth: tuple[str, str] | None) -> list[Any]:
     if auth is None:
         return []
-    basic = HTTPBasic(auto_error=False)
     user, password = auth
 
-    def check(creds: Annotated[HTTPBasicCredentials | None, Depends(basic)]) -> None:
+    def check(creds: Annotated[HTTPBasicCredentials | None, Depends(BASIC)]) -> None:
         ok = (
             creds is not None
             and secrets.compare_digest(creds.username.encode(), user.encode())

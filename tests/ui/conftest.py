@@ -1,0 +1,149 @@
+"""Fixtures of the UI tests: a small indexed catalog, an in-process app, a live server.
+
+Milvus Lite allows one process per database, so the live server gets its own database,
+built by ``vsearch index`` in a subprocess; in-process (TestClient) tests use another one.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from search import Searcher, Settings
+from tests.helpers import PHOTOS, product_catalog
+
+VSEARCH = str(Path(sys.executable).with_name("vsearch"))
+NAMES = PHOTOS[:5]  # chelsea, coffee, rocket, astronaut, stereo_motorcycle: 10 items
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def child_env(cache_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VSEARCH_")}
+    env.update(
+        HF_HUB_OFFLINE="1",
+        HF_HUB_DISABLE_TELEMETRY="1",
+        GRADIO_ANALYTICS_ENABLED="False",
+        VSEARCH_CACHE_DIR=str(cache_dir),
+        VSEARCH_DEVICE="cpu",
+        VSEARCH_WORKERS="0",
+        VSEARCH_THREADS="2",
+        VSEARCH_RETRIES="0",
+        NO_PROXY="127.0.0.1,localhost",
+    )
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def ui_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CSV catalog of 5 products x 2 views with title, category, brand and price."""
+    return product_catalog(tmp_path_factory.mktemp("ui-catalog"), NAMES, per_product=2)
+
+
+def index_in_subprocess(catalog: Path, uri: str, cache_dir: Path) -> None:
+    proc = subprocess.run(
+        [VSEARCH, "-q", "index", str(catalog), "--uri", uri],
+        env=child_env(cache_dir),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def ui_settings(
+    tmp_path_factory: pytest.TempPathFactory, ui_catalog: Path, cache_dir: Path, embedder
+) -> Settings:
+    """An indexed Lite database owned by this (test) process."""
+    from indexer.pipeline import IndexOptions, run_index
+
+    root = tmp_path_factory.mktemp("ui-inproc")
+    settings = Settings(
+        uri=str(root / "milvus" / "ui.db"),
+        cache_dir=str(cache_dir),
+        device="cpu",
+        lock_dir=str(root / "locks"),
+        retries=0,
+        workers=0,
+        threads=2,
+    )
+    report = run_index(str(ui_catalog), settings, IndexOptions(), embedder=embedder)
+    assert report.ok and report.added == 2 * len(NAMES)
+    return settings
+
+
+@pytest.fixture(scope="module")
+def ui_searcher(ui_settings: Settings, embedder) -> Searcher:
+    return Searcher(ui_settings, embedder=embedder)
+
+
+class LiveServer:
+    def __init__(self, url: str, proc: subprocess.Popen, log: Path) -> None:
+        self.url, self.proc, self.log = url, proc, log
+
+
+def start_server(
+    uri: str, cache_dir: Path, log: Path, *extra: str, timeout: float = 240, **env: str
+) -> LiveServer:
+    port = free_port()
+    out = log.open("w")
+    proc = subprocess.Popen(
+        [VSEARCH, "serve", "--uri", uri, "--port", str(port), *extra],
+        env=child_env(cache_dir, **env),
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"vsearch serve exited {proc.returncode}: {log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code in (200, 503):
+                return LiveServer(url, proc, log)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    stop_server(proc)
+    raise RuntimeError(f"vsearch serve did not start in {timeout}s: {log.read_text()[-3000:]}")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    """Stop the server we started, by its PID."""
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def live_server(
+    tmp_path_factory: pytest.TempPathFactory, ui_catalog: Path, cache_dir: Path
+) -> Iterator[LiveServer]:
+    """`vsearch index` then `vsearch serve` on a free 127.0.0.1 port (its own database)."""
+    root = tmp_path_factory.mktemp("ui-live")
+    uri = str(root / "milvus" / "live.db")
+    index_in_subprocess(ui_catalog, uri, cache_dir)
+    server = start_server(uri, cache_dir, root / "serve.log")
+    try:
+        yield server
+    finally:
+        stop_server(server.proc)
