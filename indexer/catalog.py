@@ -9,10 +9,12 @@ stops a run. Paths are confined to allowed roots: a manifest cannot make the ind
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import logging
 import math
 import os
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,11 +105,42 @@ def _walk_folder(root: Path) -> tuple[list[CatalogItem], list[RowError]]:
             except UnicodeEncodeError:
                 errors.append(RowError(repr(rel), "file name is not valid UTF-8"))
                 continue
-            if full.is_symlink() and not _inside(full.resolve(), [root]):
-                errors.append(RowError(rel, "symlink points outside the catalog folder"))
+            problem = _entry_problem(full, root)
+            if problem:
+                errors.append(RowError(rel, problem))
                 continue
             items.append(CatalogItem(rel, str(full), {}))
     return items, errors
+
+
+def _entry_problem(full: Path, root: Path) -> str:
+    """Why a listed file cannot be a catalog image ('' when it can).
+
+    Symlink loops and dangling links, and anything but a regular file (a FIFO would block
+    the reader forever, a device never ends) are refused here, with a reason.
+    """
+    try:
+        st = full.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symlink loop"
+        if full.is_symlink():
+            return "broken symlink (target does not exist)"
+        return f"cannot read file: {exc.strerror or exc}"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file (FIFO, socket or device)"
+    if full.is_symlink() and not _inside(_resolve(full), [root]):
+        return "symlink points outside the catalog folder"
+    return ""
+
+
+def _resolve(path: Path) -> Path:
+    """``path.resolve()`` that reports a symlink loop as ValueError (Python 3.11 raises
+    RuntimeError, newer versions OSError)."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError) as exc:
+        raise ValueError(f"cannot resolve {str(path)!r}: symlink loop or unreadable") from exc
 
 
 def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
@@ -217,8 +250,11 @@ class _ManifestReader:
             return image
         if "://" in image:
             raise ValueError(f"unsupported URL scheme in {image!r} (http and https only)")
-        candidate = Path(image).expanduser()
-        full = (candidate if candidate.is_absolute() else self.root / candidate).resolve()
+        try:
+            candidate = Path(image).expanduser()
+        except RuntimeError:  # "~nosuchuser/...": no home directory to expand
+            candidate = Path(image)
+        full = _resolve(candidate if candidate.is_absolute() else self.root / candidate)
         if not _inside(full, self.roots):
             raise ValueError(f"image path {image!r} is outside the allowed catalog roots")
         return str(full)

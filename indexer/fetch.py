@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import stat
 import urllib.request
-from pathlib import Path
 
 from search.errors import ImageError
 
@@ -20,8 +22,7 @@ def read_image_bytes(
     if ref.startswith(("http://", "https://")):
         return _download(ref, timeout, max_bytes)
     try:
-        with Path(ref).open("rb") as fh:
-            data = fh.read(max_bytes + 1)
+        data = _read_regular_file(ref, max_bytes + 1)
     except FileNotFoundError:
         raise ImageError("file vanished (not found)") from None
     except PermissionError:
@@ -29,10 +30,29 @@ def read_image_bytes(
     except IsADirectoryError:
         raise ImageError("is a directory") from None
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ImageError("symlink loop") from None
         raise ImageError(f"cannot read file: {exc.strerror or exc}") from None
+    except ValueError as exc:  # e.g. an embedded NUL byte in the path
+        raise ImageError(f"invalid path: {exc}") from None
     if len(data) > max_bytes:
         raise ImageError(f"file larger than {max_bytes:,} bytes")
     return data
+
+
+def _read_regular_file(path: str, limit: int) -> bytes:
+    """Read at most ``limit`` bytes of a regular file; refuse FIFOs, sockets and devices.
+
+    Opened non-blocking so a FIFO named like an image cannot hang the run (a plain open
+    would wait forever for a writer); fstat on the open descriptor decides.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                raise IsADirectoryError(errno.EISDIR, "is a directory", path)
+            raise ImageError("not a regular file (FIFO, socket or device)")
+        return fh.read(limit)
 
 
 def _download(url: str, timeout: float, max_bytes: int) -> bytes:
