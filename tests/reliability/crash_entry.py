@@ -83,9 +83,8 @@ def plant(point: str, nth: int) -> None:
         after_flush = {"done": False}
 
         def wrapper(self: MilvusStore, *args: Any, **kwargs: Any) -> Any:
-            if point != "count" or after_flush["done"]:
-                if hit():
-                    _die()
+            if (point != "count" or after_flush["done"]) and hit():
+                _die()
             return orig(self, *args, **kwargs)
 
         if point == "count":
