@@ -1,12 +1,20 @@
-"""Decode-and-preprocess stage of the pipeline, run in DataLoader worker processes."""
+"""Decode-and-preprocess stage of the pipeline, run in DataLoader worker processes.
+
+Workers read, hash, safely decode (JPEG draft: a reduced-scale decode that still covers the
+model's input size) and run the per-image part of the model's transform; the batch is
+finished on the model's device (see :mod:`indexer.preprocess`). With ``raw_jpeg`` the
+workers only read and check plain JPEGs and the device decodes them (nvJPEG on CUDA).
+"""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from search.errors import ImageError
@@ -14,6 +22,9 @@ from search.images import open_image
 
 from .fetch import read_image_bytes
 from .hashing import content_hash
+from .preprocess import BatchPreprocess, decode_jpegs, resize_crop
+
+Sample = tuple[int, "torch.Tensor | None", str, str, bool]
 
 
 @dataclass
@@ -24,6 +35,7 @@ class Batch:
     pixels: torch.Tensor | None
     hashes: list[str]
     failed: list[tuple[int, str]]
+    raw: list[tuple[int, torch.Tensor, str]] = field(default_factory=list)  # JPEG bytes
 
 
 class ImageDataset(Dataset):
@@ -32,35 +44,91 @@ class ImageDataset(Dataset):
     def __init__(
         self,
         refs: Sequence[str],
-        preprocess: Callable[[Any], torch.Tensor],
+        preprocess: BatchPreprocess | Callable[[Any], torch.Tensor],
         *,
-        draft_size: int,
+        draft_size: int | None,
         max_pixels: int,
+        raw_jpeg: bool = False,
     ) -> None:
         self.refs = list(refs)
-        self.preprocess = preprocess
+        # A plain transform runs whole per image (float tensors), as callers expect.
+        self.prep = (
+            preprocess
+            if isinstance(preprocess, BatchPreprocess)
+            else BatchPreprocess(preprocess, batched=False)
+        )
         self.draft_size = draft_size
         self.max_pixels = max_pixels
+        self.raw_jpeg = raw_jpeg
 
     def __len__(self) -> int:
         return len(self.refs)
 
-    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str, str]:
+    def __getitem__(self, i: int) -> Sample:
         try:
             data = read_image_bytes(self.refs[i])
+            chash = content_hash(data)
+            if self.raw_jpeg and _plain_jpeg(data, self.max_pixels):
+                return i, torch.frombuffer(bytearray(data), dtype=torch.uint8), chash, "", True
             img = open_image(data, max_pixels=self.max_pixels, draft_size=self.draft_size)
-            return i, self.preprocess(img), content_hash(data), ""
+            return i, self.prep.per_image(img), chash, "", False
         except ImageError as exc:
-            return i, None, "", str(exc)
+            return i, None, "", str(exc), False
         except Exception as exc:  # never let one file kill a worker
-            return i, None, "", f"unexpected error: {exc.__class__.__name__}: {exc}"
+            return i, None, "", f"unexpected error: {exc.__class__.__name__}: {exc}", False
 
 
-def collate(samples: list[tuple[int, torch.Tensor | None, str, str]]) -> Batch:
-    ok = [(i, t, h) for i, t, h, err in samples if t is not None]
-    failed = [(i, err) for i, t, _, err in samples if t is None]
+def _plain_jpeg(data: bytes, max_pixels: int) -> bool:
+    """A baseline RGB/grey JPEG within the pixel limit (header only; nothing decoded)."""
+    try:
+        with Image.open(io.BytesIO(data)) as probe:
+            w, h = probe.size
+            return probe.format == "JPEG" and probe.mode in ("RGB", "L") and 0 < w * h <= max_pixels
+    except Exception:
+        return False
+
+
+def collate(samples: list[Sample]) -> Batch:
+    ok = [(i, t, h) for i, t, h, err, raw in samples if t is not None and not raw]
+    raw = [(i, t, h) for i, t, h, err, is_raw in samples if t is not None and is_raw]
+    failed = [(i, err) for i, t, _, err, _ in samples if t is None]
     pixels = torch.stack([t for _, t, _ in ok]) if ok else None
-    return Batch([i for i, _, _ in ok], pixels, [h for _, _, h in ok], failed)
+    return Batch([i for i, _, _ in ok], pixels, [h for _, _, h in ok], failed, raw)
+
+
+def model_input(
+    batch: Batch, prep: BatchPreprocess, device: str, *, max_pixels: int, draft_size: int | None
+) -> tuple[list[int], list[str], torch.Tensor | None]:
+    """Finish a batch on ``device``: (positions, content hashes, model-ready tensor).
+
+    Raw JPEGs are decoded on the device; one the device cannot decode goes through the CPU
+    path (which either decodes it or records why it is broken in ``batch.failed``).
+    """
+    index, hashes = list(batch.index), list(batch.hashes)
+    parts = [prep.finish(batch.pixels, device)] if batch.pixels is not None else []
+    if batch.raw:
+        size = prep.size or 224
+        decoded = decode_jpegs([blob for _, blob, _ in batch.raw], device)
+        on_device = []
+        for (pos, blob, chash), img in zip(batch.raw, decoded, strict=True):
+            try:
+                if img is None:
+                    pic = open_image(
+                        blob.numpy().tobytes(), max_pixels=max_pixels, draft_size=draft_size
+                    )
+                    tensor = prep.per_image(pic).unsqueeze(0)
+                    on_device.append(prep.finish(tensor, device))
+                else:
+                    on_device.append(prep.finish(resize_crop(img, size).unsqueeze(0), device))
+            except ImageError as exc:
+                batch.failed.append((pos, str(exc)))
+                continue
+            index.append(pos)
+            hashes.append(chash)
+        parts.extend(on_device)
+    if not parts:
+        return [], [], None
+    return index, hashes, parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def _worker_init(_: int) -> None:

@@ -24,11 +24,12 @@ from search.errors import ProvenanceMismatch, StoreError
 from search.store import MilvusStore
 
 from .catalog import Catalog, load_catalog
-from .dataset import ImageDataset, make_loader
+from .dataset import ImageDataset, make_loader, model_input
 from .lock import IndexLock
 from .plan import Job, Plan, guard_deletions, make_plan
+from .preprocess import BatchPreprocess
 from .report import Failure, IndexReport
-from .tuning import choose
+from .tuning import Tuning, choose
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
@@ -41,6 +42,7 @@ class IndexOptions:
     new_version: bool = False
     force_delete: bool = False
     dry_run: bool = False
+    tuning: Tuning | None = None  # explicit pipeline tuning (benchmarks); None: per device
 
 
 def target_collection(store: MilvusStore, alias: str, model: ModelInfo, new_version: bool) -> str:
@@ -113,7 +115,8 @@ def run_index(
             len(plan.delete),
         )
         if not options.dry_run:
-            _apply(plan, catalog, store, physical, embedder, settings, report, progress)
+            tuning = options.tuning or choose(settings, embedder.device)
+            _apply(plan, catalog, store, physical, embedder, settings, tuning, report, progress)
             _make_live_if_first(store, settings.collection, physical, report)
         report.count = store.count(physical)
     report.seconds = time.perf_counter() - started
@@ -128,10 +131,13 @@ def _apply(
     physical: str,
     embedder: Embedder,
     settings: Settings,
+    tuning: Tuning,
     report: IndexReport,
     progress: Progress | None,
 ) -> None:
-    _embed_and_upsert(plan.embed, store, physical, embedder, settings, report, progress)
+    _embed_and_upsert(
+        plan.embed, store, physical, embedder, tuning, report, progress, settings.max_image_pixels
+    )
     _retag(plan.retag, store, physical, report)
     if plan.delete:
         report.deleted = store.delete(physical, plan.delete)
@@ -155,56 +161,57 @@ def _embed_and_upsert(
     store: MilvusStore,
     physical: str,
     embedder: Embedder,
-    settings: Settings,
+    tuning: Tuning,
     report: IndexReport,
     progress: Progress | None,
+    max_pixels: int,
 ) -> None:
     if not jobs:
         return
     import torch
 
-    tuning = choose(settings, embedder.device)
     torch.set_num_threads(tuning.threads)
+    device = embedder.device
+    prep = BatchPreprocess(embedder.preprocess, batched=tuning.batched_preprocess)
+    draft = embedder.info.image_size if tuning.draft else None
     dataset = ImageDataset(
         [j.item.image for j in jobs],
-        embedder.preprocess,
-        draft_size=embedder.info.image_size,
-        max_pixels=settings.max_image_pixels,
+        prep,
+        draft_size=draft,
+        max_pixels=max_pixels,
+        raw_jpeg=tuning.device_decode,
     )
     loader = make_loader(
         dataset,
         batch_size=tuning.batch_size,
         workers=min(tuning.workers, len(jobs)),
-        pin_memory=embedder.device.startswith("cuda"),
+        pin_memory=tuning.pin_memory and device.startswith("cuda"),
     )
-    log.info(
-        "embedding %d images: batch %d, %d workers, %d threads",
-        len(jobs),
-        tuning.batch_size,
-        tuning.workers,
-        tuning.threads,
-    )
-    writer = _Writer(store, physical)
+    log.info("embedding %d images on %s: %s", len(jobs), device, tuning)
+    writer = _Writer(store, physical) if tuning.async_writes else _SyncWriter(store, physical)
     done = 0
     t0 = time.perf_counter()
     try:
         for batch in loader:
+            index, hashes, pixels = model_input(
+                batch, prep, device, max_pixels=max_pixels, draft_size=draft
+            )
             for pos, reason in batch.failed:
                 report.failed.append(Failure(jobs[pos].item.id, reason))
-            if batch.pixels is not None:
-                vectors = embedder.embed_tensors(batch.pixels)
+            if pixels is not None:
+                vectors = embedder.embed_tensors(pixels)
                 rows = [
                     _row(jobs[p], v.tolist(), h)
-                    for p, v, h in zip(batch.index, vectors, batch.hashes, strict=True)
+                    for p, v, h in zip(index, vectors, hashes, strict=True)
                 ]
                 writer.put(rows)
-                for p in batch.index:
+                for p in index:
                     if jobs[p].is_new:
                         report.added += 1
                     else:
                         report.updated += 1
                 report.embedded += len(rows)
-            done += len(batch.index) + len(batch.failed)
+            done += len(index) + len(batch.failed)
             if progress:
                 progress(done, len(jobs))
     finally:
@@ -275,3 +282,16 @@ class _Writer:
         self.queue.put(None)
         self.thread.join()
         self._raise()
+
+
+class _SyncWriter:
+    """Upserts in the caller's thread (the ablation baseline for :class:`_Writer`)."""
+
+    def __init__(self, store: MilvusStore, physical: str) -> None:
+        self.store, self.physical = store, physical
+
+    def put(self, rows: list[dict[str, Any]]) -> None:
+        self.store.upsert(self.physical, rows)
+
+    def close(self) -> None:
+        return None

@@ -1,8 +1,11 @@
-"""Per-device defaults for batch size, DataLoader workers and torch threads.
+"""Per-device defaults for batch size, DataLoader workers, torch threads and pipeline stages.
 
-The CPU figures come from ``benchmarks/bench_indexing.py`` on a 2-core machine (see
-docs/benchmarks.md): EfficientNet-Lite0 runs fastest at small batches on a CPU, and one
-decode worker next to the model keeps both cores busy without oversubscription.
+The figures behind these defaults come from ``benchmarks/bench_indexing.py`` (its sweep and
+ablation tables; see docs/benchmarks.md). On a 2-core CPU, EfficientNet-Lite0 runs fastest
+at small batches, and one decode worker next to a model on the remaining cores keeps the
+machine busy without oversubscription (a model thread per core plus busy workers makes the
+threads fight and halves throughput). On CUDA the model is rarely the bottleneck: large
+batches, several decode workers and a single torch thread in the main process.
 """
 
 from __future__ import annotations
@@ -15,9 +18,24 @@ from search.config import Settings
 
 @dataclass(frozen=True)
 class Tuning:
+    """How the indexing pipeline runs; every stage can be switched off for an ablation.
+
+    draft: decode JPEGs at a reduced scale (PIL draft) before the resize.
+    batched_preprocess: workers ship uint8 crops; float conversion and normalisation run
+        once per batch on the model's device.
+    async_writes: upsert into Milvus in a writer thread while the next batch embeds.
+    device_decode: decode JPEGs on the model's device (torchvision / nvJPEG); opt-in.
+    pin_memory: page-locked batches for non-blocking host-to-GPU copies (CUDA only).
+    """
+
     batch_size: int
     workers: int
     threads: int
+    draft: bool = True
+    batched_preprocess: bool = True
+    async_writes: bool = True
+    device_decode: bool = False
+    pin_memory: bool = True
 
 
 def cpu_count() -> int:
@@ -27,17 +45,26 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+def device_defaults(device: str, cores: int | None = None) -> Tuning:
+    """The measured default for ``device`` on a machine with ``cores`` usable cores."""
+    cores = cores or cpu_count()
+    if device.startswith("cuda"):
+        return Tuning(batch_size=128, workers=min(8, max(2, cores - 1)), threads=1)
+    workers = 1 if cores <= 4 else min(4, cores // 4)
+    threads = max(1, cores - workers) if cores > 2 else 1
+    return Tuning(batch_size=8, workers=workers, threads=threads)
+
+
 def choose(settings: Settings, device: str) -> Tuning:
     """Settings win when set; otherwise the measured default for ``device``."""
-    cores = cpu_count()
-    if device.startswith("cuda"):
-        batch, workers, threads = 128, min(8, max(2, cores - 1)), max(1, min(4, cores // 4))
-    else:
-        batch = 8
-        workers = 1 if cores <= 4 else min(4, cores // 4)
-        threads = max(1, cores)
+    base = device_defaults(device)
     return Tuning(
-        batch_size=settings.batch_size or batch,
-        workers=workers if settings.workers < 0 else settings.workers,
-        threads=settings.threads or threads,
+        batch_size=settings.batch_size or base.batch_size,
+        workers=base.workers if settings.workers < 0 else settings.workers,
+        threads=settings.threads or base.threads,
+        draft=base.draft,
+        batched_preprocess=base.batched_preprocess,
+        async_writes=base.async_writes,
+        device_decode=base.device_decode,
+        pin_memory=base.pin_memory,
     )
