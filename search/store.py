@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PROVENANCE_KEY = "vsearch.provenance"
+DESCRIPTION_PREFIX = PROVENANCE_KEY + "="
 SCHEMA_VERSION = 1
 ID_MAX = 1024
 IMAGE_MAX = 4096
@@ -128,7 +129,13 @@ class MilvusStore:
         from pymilvus import DataType, MilvusClient
 
         s = self.settings
-        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        provenance = {"schema": SCHEMA_VERSION, "metric": s.metric, "model": model.to_dict()}
+        record = json.dumps(provenance, sort_keys=True)
+        # Milvus 2.3 servers drop collection properties on restart; the schema description
+        # persists there (Lite keeps properties but not the description): write both.
+        schema = MilvusClient.create_schema(
+            auto_id=False, enable_dynamic_field=False, description=DESCRIPTION_PREFIX + record
+        )
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=ID_MAX)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=model.dim)
         schema.add_field("image", DataType.VARCHAR, max_length=IMAGE_MAX)
@@ -155,12 +162,11 @@ class MilvusStore:
             index_params=index,
             consistency_level="Strong",
         )
-        provenance = {"schema": SCHEMA_VERSION, "metric": s.metric, "model": model.to_dict()}
         self._call(
             "alter_collection_properties",
             self.client.alter_collection_properties,
             name,
-            properties={PROVENANCE_KEY: json.dumps(provenance, sort_keys=True)},
+            properties={PROVENANCE_KEY: record},
         )
         self._loaded.add(name)
         log.info("created collection %s for %s", name, model.describe())
@@ -169,6 +175,9 @@ class MilvusStore:
         """The model recorded on a physical collection (None if it has no vsearch record)."""
         desc = self._call("describe_collection", self.client.describe_collection, name)
         raw = (desc.get("properties") or {}).get(PROVENANCE_KEY)
+        description = str(desc.get("description") or "")
+        if not raw and description.startswith(DESCRIPTION_PREFIX):
+            raw = description[len(DESCRIPTION_PREFIX) :]
         if not raw:
             return None
         data = json.loads(raw)

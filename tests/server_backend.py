@@ -51,8 +51,12 @@ class ServerHandle:
             os.waitpid(pid, 0)
 
 
-def start_milvus_server(base_dir: Path) -> ServerHandle:
-    """Start ``milvus run standalone`` from the ``milvus`` wheel; wait until it answers."""
+def start_milvus_server(base_dir: Path, *, session_ttl: int | None = None) -> ServerHandle:
+    """Start ``milvus run standalone`` from the ``milvus`` wheel; wait until it answers.
+
+    ``session_ttl`` (seconds, default 30) bounds how long a restart on the same ``base_dir``
+    after a SIGKILL waits for the dead process's etcd session to expire.
+    """
     try:
         from milvus import MilvusServer, MilvusServerConfig
     except ImportError:  # pragma: no cover - depends on the environment
@@ -62,6 +66,8 @@ def start_milvus_server(base_dir: Path) -> ServerHandle:
         )
     server = MilvusServer(MilvusServerConfig(), wait_for_started=False)
     server.set_base_dir(str(base_dir))
+    if session_ttl is not None:
+        server.config.set("common.session.ttl", session_ttl)
     server.start()  # picks free ports from 19530 / 9091 upwards
     proc = server.server_proc
     handle = ServerHandle(
