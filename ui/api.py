@@ -43,8 +43,9 @@ STATUS: dict[type[errors.VSearchError], int] = {
     errors.VSearchError: 400,
 }
 BASIC = HTTPBasic(auto_error=False)
-ERRORS = {401: {"model": s.ErrorOut}, 404: {"model": s.ErrorOut}, 422: {"model": s.ErrorOut}}
-ERRORS |= {503: {"model": s.ErrorOut}}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": s.ErrorOut} for code in (400, 401, 404, 409, 422, 503)
+}
 
 
 def status_of(exc: errors.VSearchError) -> int:
