@@ -1,9 +1,107 @@
-"""Placeholder registration; implemented in its own issue."""
+"""``vsearch eval``: retrieval quality of models on a labelled catalog, and index recall."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..cli import EXIT_OK, add_store_args, settings_from
+from .output import print_json, progress_reporter
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    return None
+    p = sub.add_parser(
+        "eval",
+        help="recall@k / mAP@10 of models on a labelled catalog; index (HNSW) vs exact recall",
+        description="Held-out queries (a seeded split) search the rest of the catalog; a "
+        "result is relevant when it shares the query's label (e.g. --label-column product or "
+        "category). With several --model flags, models are compared on the same queries. "
+        "--index also measures the live collection's approximate index against exact search.",
+    )
+    p.add_argument(
+        "source", nargs="?", help="labelled catalog: a .csv / .jsonl manifest or a folder"
+    )
+    p.add_argument(
+        "--label-column",
+        help="manifest column saying which items match (default: product, else category, else "
+        "the item's folder)",
+    )
+    p.add_argument("--holdout", type=float, default=0.2, help="fraction of items used as queries")
+    p.add_argument("--seed", type=int, default=0, help="seed of the held-out split")
+    p.add_argument("--id-column", help="manifest id column")
+    p.add_argument("--image-column", help="manifest image column")
+    p.add_argument("--index", action="store_true", help="also measure the live collection's index")
+    p.add_argument("--ann-queries", type=int, default=200, help="queries for --index")
+    p.add_argument("--ann-k", type=int, default=10, help="k for --index recall")
+    p.add_argument("--out", default="eval-results", help="folder for report.json and recall.png")
+    p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    p.add_argument("--batch-size", type=int, help="images per model batch")
+    p.add_argument("--workers", type=int, help="decode worker processes")
+    p.add_argument("--threads", type=int, help="torch threads")
+    add_store_args(p)
+    g = p.add_argument_group("model")
+    g.add_argument(
+        "--model",
+        action="append",
+        help="model to evaluate (builtin:NAME, local-dir:PATH, NAME:PRETRAINED); repeat to "
+        "compare models on the same queries (default: VSEARCH_MODEL or the built-in)",
+    )
+    g.add_argument("--pretrained", help="pretrained tag for a bare open_clip model name")
+    g.add_argument("--device", help="auto, cpu, cuda (env VSEARCH_DEVICE)")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from indexer.evaluation import EvalReport, evaluate, evaluate_index, plot_recall
+    from search.errors import ConfigError
+
+    models = list(args.model or [])
+    args.model = None
+    settings = settings_from(args)
+    if not args.source and not args.index:
+        raise ConfigError("give a labelled catalog to evaluate, or --index for the live collection")
+    if args.source:
+        bars: dict[str, tuple] = {}
+
+        def progress(spec: str, done: int, total: int) -> None:
+            if spec not in bars:
+                bars[spec] = progress_reporter(not args.quiet, f"embedding ({spec})")
+            cb = bars[spec][0]
+            if cb:
+                cb(done, total)
+
+        try:
+            report = evaluate(
+                args.source,
+                settings,
+                models,
+                label_column=args.label_column,
+                holdout=args.holdout,
+                seed=args.seed,
+                id_column=args.id_column,
+                image_column=args.image_column,
+                progress=progress,
+            )
+        finally:
+            for _, close in bars.values():
+                close()
+    else:
+        report = EvalReport("", "", 0, 0, args.holdout, args.seed)
+    if args.index:
+        report.ann = evaluate_index(
+            settings, k=args.ann_k, queries=args.ann_queries, seed=args.seed
+        )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2, default=str))
+    written = [out / "report.json"]
+    if report.models:
+        written.append(plot_recall(report, out / "recall.png"))
+    if args.json:
+        print_json(report.to_dict())
+    else:
+        print(report.table() if report.models else report.table().splitlines()[-1])
+        print("wrote " + ", ".join(str(w) for w in written), file=sys.stderr)
+    return EXIT_OK

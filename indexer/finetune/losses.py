@@ -1,0 +1,48 @@
+"""Metric-learning losses over labelled batches of L2-normalised embeddings."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def supcon_loss(z: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """Supervised contrastive loss (Khosla et al. 2020), InfoNCE with same-label positives.
+
+    ``z`` is (B, D) and unit-norm. Anchors without a positive in the batch are ignored.
+    """
+    sim = z @ z.T / temperature
+    eye = torch.eye(z.shape[0], dtype=torch.bool, device=z.device)
+    sim = sim.masked_fill(eye, float("-inf"))
+    log_prob = sim - torch.logsumexp(sim, dim=1, keepdim=True)
+    pos = (labels[:, None] == labels[None, :]) & ~eye
+    n_pos = pos.sum(1)
+    has = n_pos > 0
+    if not bool(has.any()):
+        return z.sum() * 0.0
+    mean_log_prob = log_prob.masked_fill(~pos, 0.0).sum(1)[has] / n_pos[has]
+    return -mean_log_prob.mean()
+
+
+def batch_hard_triplet_loss(
+    z: torch.Tensor, labels: torch.Tensor, margin: float = 0.2
+) -> torch.Tensor:
+    """Triplet loss with batch-hard mining (Hermans et al. 2017) on cosine distance."""
+    dist = 1.0 - z @ z.T
+    eye = torch.eye(z.shape[0], dtype=torch.bool, device=z.device)
+    same = (labels[:, None] == labels[None, :]) & ~eye
+    diff = labels[:, None] != labels[None, :]
+    valid = same.any(1) & diff.any(1)
+    if not bool(valid.any()):
+        return z.sum() * 0.0
+    hardest_pos = dist.masked_fill(~same, float("-inf")).amax(1)
+    hardest_neg = dist.masked_fill(~diff, float("inf")).amin(1)
+    return F.relu(hardest_pos - hardest_neg + margin)[valid].mean()
+
+
+def metric_loss(
+    name: str, z: torch.Tensor, labels: torch.Tensor, *, temperature: float, margin: float
+) -> torch.Tensor:
+    if name == "triplet":
+        return batch_hard_triplet_loss(z, labels, margin)
+    return supcon_loss(z, labels, temperature)

@@ -1,0 +1,161 @@
+"""Fine-tuning on CPU in seconds: the loss falls, recall improves, the export loads."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from indexer.evaluation.labels import load_labelled
+from indexer.evaluation.retrieval import retrieval_metrics
+from indexer.finetune import FinetuneOptions, finetune, read_verdict
+from indexer.finetune.augment import change_background, product_augment
+from indexer.finetune.data import pk_batches
+from indexer.finetune.losses import batch_hard_triplet_loss, supcon_loss
+from search.embedder import Embedder
+from tests.helpers import PHOTOS, photo, variant, write_manifest
+
+
+def grouped_catalog(root: Path, per_product: int = 1) -> Path:
+    """8 real photos (x shots); the label joins two unrelated products (a "collection"),
+    so the pretrained model does not already get every neighbour right."""
+    rows = []
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    for p, name in enumerate(PHOTOS):
+        base = photo(name, 160)
+        for k in range(per_product):
+            rel = f"img/{name}-{k}.jpg"
+            variant(base, k).save(root / rel, "JPEG", quality=90)
+            rows.append(
+                {"id": f"{name}-{k}", "image": rel, "collection": f"C{p % 4}", "product": name}
+            )
+    return write_manifest(root, rows)
+
+
+def training_recall(model: Embedder, manifest: Path) -> float:
+    catalog = load_labelled(manifest, "collection")
+    vectors = model.embed_images([i.image for i in catalog.items])
+    res = retrieval_metrics(vectors, catalog.labels, np.ones(len(catalog), bool), ks=(1,))
+    return res.recall[1]
+
+
+def test_head_finetune_lowers_loss_and_raises_training_recall(
+    tmp_path: Path, settings, embedder: Embedder
+) -> None:
+    manifest = grouped_catalog(tmp_path / "cat")
+    opts = FinetuneOptions(
+        strategy="head",
+        label_column="collection",
+        dim=32,
+        epochs=40,
+        patience=40,
+        lr=5e-3,
+        holdout=0.01,  # train on (almost) everything: this test measures training recall
+        val_fraction=0.3,
+        seed=0,
+    )
+    out = tmp_path / "model"
+    report = finetune(manifest, settings, out, opts)
+    losses = [e["loss"] for e in report.history.epochs]
+    assert losses[-1] < 0.7 * losses[0]
+    tuned = Embedder(f"local-dir:{out}", device="cpu", cache_dir=settings.cache_dir)
+    before, after = training_recall(embedder, manifest), training_recall(tuned, manifest)
+    assert before < 1.0
+    assert after > before
+    # an ordinary open_clip folder: image-only, the head's size, the base's preprocessing
+    assert tuned.info.dim == 32 and not tuned.has_text
+    assert tuned.info.preprocess == embedder.info.preprocess
+    verdict = read_verdict(out)
+    assert verdict is not None
+    assert verdict["strategy"] == "head"
+    assert verdict["base_model"]["name"] == "builtin:efficientnet-lite0"
+    assert verdict["improved"] == report.improved
+    assert "recall@1" in verdict["metrics"]["after"]["recall"]
+    cfg = json.loads((out / "open_clip_config.json").read_text())
+    assert cfg["model_cfg"]["vision_cfg"]["timm_proj"] == "linear"
+    assert cfg["model_cfg"]["embed_dim"] == 32
+    assert (out / "finetune_report.json").is_file()
+
+
+def test_partial_trains_only_the_top_layers(tmp_path: Path, settings) -> None:
+    manifest = grouped_catalog(tmp_path / "cat", per_product=2)
+    opts = FinetuneOptions(
+        strategy="partial",
+        label_column="collection",
+        dim=16,
+        epochs=1,
+        batch_size=8,
+        unfreeze=2,
+        holdout=0.01,
+        val_fraction=0.25,
+        max_items=8,
+    )
+    out = tmp_path / "partial"
+    report = finetune(manifest, settings.replace(workers=0), out, opts)
+    assert len(report.history.epochs) == 1
+    from safetensors.torch import load_file
+
+    base_dir = Path(settings.cache_dir) / "models" / "efficientnet-lite0-v1"
+    base = load_file(str(base_dir / "open_clip_model.safetensors"))
+    tuned = load_file(str(out / "open_clip_model.safetensors"))
+    stem = "visual.trunk.conv_stem.weight"
+    top = "visual.trunk.conv_head.weight"
+    assert torch.equal(base[stem], tuned[stem])  # frozen early layer unchanged
+    assert not torch.equal(base[top], tuned[top])  # unfrozen top layer trained
+    model = Embedder(f"local-dir:{out}", device="cpu", cache_dir=settings.cache_dir)
+    assert model.embed_images([photo("coffee", 96)]).shape == (1, 16)
+
+
+def test_worse_model_is_reported_not_improved(tmp_path: Path, settings) -> None:
+    manifest = grouped_catalog(tmp_path / "cat", per_product=2)
+    # the base finds every product's other shot; one epoch at a tiny rate leaves a random
+    # 2-d projection of it, which cannot do as well
+    opts = FinetuneOptions(
+        strategy="head", label_column="product", dim=2, epochs=1, lr=1e-6, holdout=0.01
+    )
+    report = finetune(manifest, settings, tmp_path / "bad", opts)
+    assert report.after.recall[1] <= report.before.recall[1]
+    assert not report.improved
+    assert read_verdict(tmp_path / "bad")["improved"] is False
+
+
+def test_losses_prefer_grouped_embeddings() -> None:
+    labels = torch.tensor([0, 0, 1, 1])
+    good = torch.nn.functional.normalize(
+        torch.tensor([[1, 0.1], [1, -0.1], [-1, 0.1], [-1, -0.1]]), dim=1
+    )
+    bad = torch.nn.functional.normalize(
+        torch.tensor([[1, 0.1], [-1, 0.1], [1, -0.1], [-1, -0.1]]), dim=1
+    )
+    assert supcon_loss(good, labels) < supcon_loss(bad, labels)
+    assert batch_hard_triplet_loss(good, labels, 0.2).item() == pytest.approx(0.0)
+    assert batch_hard_triplet_loss(bad, labels, 0.2).item() > 1.0
+
+
+def test_pk_batches_cover_every_item_with_positives() -> None:
+    labels = np.repeat(np.arange(10), 6)
+    batches = list(pk_batches(labels, 16, 4, np.random.default_rng(0)))
+    seen = np.concatenate(batches)
+    assert sorted(seen.tolist()) == list(range(60))
+    for b in batches:
+        _, counts = np.unique(labels[b], return_counts=True)
+        assert counts.max() >= 2
+
+
+def test_background_change_keeps_the_product() -> None:
+    img = Image.new("RGB", (40, 40), (255, 255, 255))
+    img.paste((200, 30, 30), (10, 10, 30, 30))
+    out = change_background(img, random.Random(1), p=1.0)
+    assert out.getpixel((0, 0)) != (255, 255, 255)
+    assert out.getpixel((20, 20)) == (200, 30, 30)
+    busy = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8))
+    assert np.array_equal(
+        np.asarray(change_background(busy, random.Random(1), p=1.0)), np.asarray(busy)
+    )
+    aug = product_augment(64)(photo("coffee", 120))
+    assert aug.size == (64, 64)
