@@ -6,13 +6,11 @@ import errno
 import logging
 import os
 import stat
-import urllib.request
 
 from search.errors import ImageError
 
 log = logging.getLogger(__name__)
 MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
-USER_AGENT = "vsearch-indexer/0.1"
 
 
 def read_image_bytes(
@@ -56,12 +54,6 @@ def _read_regular_file(path: str, limit: int) -> bytes:
 
 
 def _download(url: str, timeout: float, max_bytes: int) -> bytes:
-    req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - http(s) only
-            data = resp.read(max_bytes + 1)
-    except Exception as exc:
-        raise ImageError(f"download failed: {exc}") from None
-    if len(data) > max_bytes:
-        raise ImageError(f"download larger than {max_bytes:,} bytes")
-    return data
+    from .download import DownloadPolicy, download_bytes
+
+    return download_bytes(url, DownloadPolicy(timeout=timeout, max_bytes=max_bytes))

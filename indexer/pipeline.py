@@ -25,10 +25,12 @@ from search.store import MilvusStore
 
 from .catalog import Catalog, load_catalog
 from .dataset import ImageDataset, make_loader, model_input
+from .download import fetch_catalog_urls
 from .lock import IndexLock
 from .plan import Job, Plan, guard_deletions, make_plan
 from .preprocess import BatchPreprocess
 from .report import Failure, IndexReport
+from .shard import Shard
 from .tuning import Tuning, choose
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,7 @@ class IndexOptions:
     force_delete: bool = False
     dry_run: bool = False
     tuning: Tuning | None = None  # explicit pipeline tuning (benchmarks); None: per device
+    shard: Shard | None = None  # index (and delete) only the items of this shard
 
 
 def target_collection(store: MilvusStore, alias: str, model: ModelInfo, new_version: bool) -> str:
@@ -85,17 +88,29 @@ def run_index(
         numeric_columns=settings.numeric_columns,
         allowed_roots=settings.allowed_roots,
     )
+    if options.shard is not None:
+        catalog.items = [i for i in catalog.items if options.shard.owns(i.id)]
     embedder = embedder or Embedder.from_settings(settings)
     store = store or MilvusStore(settings)
     report = IndexReport(
         alias=settings.collection, seen=len(catalog.items), dry_run=options.dry_run
     )
     report.row_errors = [Failure(e.where, e.reason) for e in catalog.errors]
-    with IndexLock(settings):
+    shard = options.shard
+    # shards of one collection may run side by side on one machine: one lock per shard
+    with IndexLock(
+        settings.replace(collection=f"{settings.collection}#{shard}") if shard else settings
+    ):
         physical = target_collection(store, settings.collection, embedder.info, options.new_version)
         report.collection = physical
         stored = store.fingerprints(physical)
-        plan = make_plan(catalog.items, stored)
+        if shard is not None:  # never diff (hence never delete) another shard's items
+            stored = {k: v for k, v in stored.items() if shard.owns(k)}
+        urls = [i.image for i in catalog.items if i.is_url]
+        fetched = fetch_catalog_urls(
+            urls, settings.cache_dir, retries=settings.retries, backoff=settings.retry_backoff
+        )
+        plan = make_plan(catalog.items, stored, fetched)
         guard_deletions(
             plan,
             len(stored),
@@ -175,7 +190,7 @@ def _embed_and_upsert(
     prep = BatchPreprocess(embedder.preprocess, batched=tuning.batched_preprocess)
     draft = embedder.info.image_size if tuning.draft else None
     dataset = ImageDataset(
-        [j.item.image for j in jobs],
+        [j.local or j.item.image for j in jobs],  # URLs were downloaded into the cache
         prep,
         draft_size=draft,
         max_pixels=max_pixels,

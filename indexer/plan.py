@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from search.errors import ImageError, SafetyRefusal
 from search.types import StoredRow
 
 from .catalog import CatalogItem
+from .download import Fetched
 from .fetch import read_image_bytes
 from .hashing import content_hash, file_signature, meta_hash
 
@@ -18,6 +20,7 @@ class Job:
     meta_hash: str
     source_sig: str
     known_hash: str = ""  # set when the content was hashed during planning
+    local: str = ""  # where a URL's bytes were downloaded to (the URL cache)
     is_new: bool = True
     meta_changed: bool = True
 
@@ -31,11 +34,25 @@ class Plan:
     failed: list[tuple[str, str]] = field(default_factory=list)
 
 
-def make_plan(items: list[CatalogItem], stored: dict[str, StoredRow]) -> Plan:
+def make_plan(
+    items: list[CatalogItem],
+    stored: dict[str, StoredRow],
+    fetched: Mapping[str, Fetched] | None = None,
+) -> Plan:
+    """Diff ``items`` against ``stored``; URL items use their downloads in ``fetched``.
+
+    A URL's signature is the hash of its bytes from the URL cache (a ``304`` keeps the
+    cached bytes), so an unchanged URL is neither downloaded again nor re-embedded.
+    """
     plan = Plan()
+    fetched = fetched or {}
     for item in items:
-        sig = "" if item.is_url else file_signature(item.image)
-        job = Job(item, meta_hash(item.image, item.metadata), sig)
+        got = fetched.get(item.image) if item.is_url else None
+        if got is not None and got.error:
+            plan.failed.append((item.id, got.error))
+            continue
+        sig = got.signature if got else ("" if item.is_url else file_signature(item.image))
+        job = Job(item, meta_hash(item.image, item.metadata), sig, local=got.path if got else "")
         old = stored.get(item.id)
         if old is None:
             plan.embed.append(job)
@@ -49,7 +66,7 @@ def make_plan(items: list[CatalogItem], stored: dict[str, StoredRow]) -> Plan:
                 plan.retag.append(job)
             continue
         try:
-            job.known_hash = content_hash(read_image_bytes(item.image))
+            job.known_hash = got.content_hash if got else content_hash(read_image_bytes(item.image))
         except ImageError as exc:
             plan.failed.append((item.id, str(exc)))
             continue

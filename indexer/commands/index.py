@@ -31,6 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--dry-run", action="store_true", help="report what would change; write nothing")
     p.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="index only shard K of N (stable hash of the id); deletes only within it. "
+        "Run K=1..N on N machines to split one catalog",
+    )
+    p.add_argument(
         "--allow-root",
         action="append",
         default=[],
@@ -47,6 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from indexer.pipeline import IndexOptions, run_index
+    from indexer.shard import Shard
 
     extra = {"allowed_roots": tuple(args.allow_root)} if args.allow_root else {}
     settings = settings_from(args, **extra)
@@ -56,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         new_version=args.new_version,
         force_delete=args.force_delete,
         dry_run=args.dry_run,
+        shard=Shard.parse(args.shard) if args.shard else None,
     )
     progress, close = progress_reporter(not args.quiet, "indexing")
     try:
