@@ -1,0 +1,337 @@
+"""Indexing throughput: compute bound vs our indexer vs the naive loop, sweep and ablation.
+
+On one workload and one model, in one run:
+  a) compute bound: the model's forward pass alone on preprocessed tensors, swept over batch
+     size and torch threads (plus inference_mode / channels-last variants at the best point);
+  b) ``run_index`` end to end (read, decode, preprocess, embed, upsert into Milvus Lite, flush)
+     with its default settings for this device, and a sweep of batch/workers/threads;
+  c) the naive loop: one image at a time, open, preprocess, embed, insert.
+Then each pipeline stage is switched off one at a time (ablation). Prints Markdown tables
+and writes JSON (default bench-results/indexing-<device>.json).
+
+    python -m benchmarks.bench_indexing                 # ~10 minutes on a 2-core CPU
+    python -m benchmarks.bench_indexing --quick         # seconds: a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from . import common, workload
+
+log = logging.getLogger("bench_indexing")
+
+
+def load_embedder(device: str, cache_dir: str | None, precision: str = "auto") -> Any:
+    from search.config import DEFAULT_MODEL
+    from search.embedder import Embedder
+
+    return Embedder(DEFAULT_MODEL, device=device, precision=precision, cache_dir=cache_dir)
+
+
+def preprocessed(embedder: Any, paths: list[Path], n: int) -> Any:
+    import torch
+
+    from search.images import open_image
+
+    size = embedder.info.image_size
+    tensors = [embedder.preprocess(open_image(p, draft_size=size)) for p in paths[:n]]
+    return torch.stack(tensors)
+
+
+def forward_rate(embedder: Any, pixels: Any, batch: int, threads: int, min_images: int) -> float:
+    """Images/s of ``embed_tensors`` on already preprocessed pixels."""
+    import torch
+
+    torch.set_num_threads(threads)
+    n = len(pixels)
+    embedder.embed_tensors(pixels[:batch])  # warm-up (allocator, kernels)
+    if embedder.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    done, start, t0 = 0, 0, time.perf_counter()
+    while done < min_images:
+        chunk = pixels[start : start + batch]
+        if len(chunk) < batch:
+            start, chunk = 0, pixels[:batch]
+        embedder.embed_tensors(chunk)
+        done += len(chunk)
+        start = (start + batch) % n
+    return done / (time.perf_counter() - t0)
+
+
+def model_variants(embedder: Any, pixels: Any, batch: int, threads: int, images: int) -> list[dict]:
+    """inference_mode vs no_grad vs autograd, and channels-last vs contiguous, raw forward."""
+    import contextlib
+
+    import torch
+
+    torch.set_num_threads(threads)
+    model, device = embedder.torch_model, embedder.device
+    x = pixels[:batch].to(device)
+    rows = []
+    for fmt_name, fmt in (
+        ("contiguous", torch.contiguous_format),
+        ("channels_last", torch.channels_last),
+    ):
+        model.to(memory_format=fmt)
+        xx = x.contiguous(memory_format=fmt)
+        for mode_name, ctx in (
+            ("inference_mode", torch.inference_mode),
+            ("no_grad", torch.no_grad),
+            ("autograd", contextlib.nullcontext),
+        ):
+            with ctx():
+                model.encode_image(xx)
+                t0, done = time.perf_counter(), 0
+                while done < images:
+                    model.encode_image(xx)
+                    done += batch
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize()
+            rows.append(
+                {
+                    "memory_format": fmt_name,
+                    "grad_mode": mode_name,
+                    "img_s": done / (time.perf_counter() - t0),
+                }
+            )
+    cl = device.startswith("cuda")
+    model.to(memory_format=torch.channels_last if cl else torch.contiguous_format)
+    return rows
+
+
+def index_rate(manifest: Path, embedder: Any, tuning: Any, tmp: Path, tag: str) -> dict[str, Any]:
+    """One fresh ``run_index`` into a new Lite database; images/s over the whole run."""
+    from indexer.pipeline import IndexOptions, run_index
+    from search.config import Settings
+
+    settings = Settings(
+        uri=str(tmp / f"{tag}-{time.monotonic_ns()}.db"),
+        device=embedder.device,
+        lock_dir=str(tmp / "locks"),
+        cache_dir=str(tmp / "cache"),
+    )
+    from search.store import MilvusStore
+
+    store = MilvusStore(settings)
+    store.collections()  # open Lite (it starts its server) before the clock starts
+    try:
+        report = run_index(
+            manifest, settings, IndexOptions(tuning=tuning), embedder=embedder, store=store
+        )
+    finally:
+        store.close()
+    if report.failed:
+        raise RuntimeError(f"{tag}: {len(report.failed)} images failed: {report.failed[:3]}")
+    return {
+        "img_s": report.embedded / report.seconds,
+        "embedded": report.embedded,
+        "seconds": round(report.seconds, 2),
+    }
+
+
+def naive_rate(manifest: Path, embedder: Any, tmp: Path, limit: int) -> dict[str, Any]:
+    """The loop a first version would write: one image at a time, full decode, one insert."""
+    import torch
+    from PIL import Image
+
+    from search.config import Settings
+    from search.store import MilvusStore
+
+    torch.set_num_threads(common.cores())
+    settings = Settings(uri=str(tmp / f"naive-{time.monotonic_ns()}.db"), device=embedder.device)
+    store = MilvusStore(settings)
+    store.collections()  # open Lite before the clock starts, as for the indexer
+    rows = list(csv.DictReader(manifest.open()))[:limit]
+    t0 = time.perf_counter()
+    store.create("naive", embedder.info)
+    for row in rows:
+        img = Image.open(manifest.parent / row["image"]).convert("RGB")
+        vector = embedder.embed_tensors(embedder.preprocess(img).unsqueeze(0))[0]
+        record = {"id": row["id"], "vector": vector.tolist(), "image": row["image"]}
+        record.update(content_hash="", meta_hash="", source_sig="", metadata=row)
+        store.upsert("naive", [record])
+    store.flush("naive")
+    seconds = time.perf_counter() - t0
+    store.close()
+    return {"img_s": len(rows) / seconds, "embedded": len(rows), "seconds": round(seconds, 2)}
+
+
+def ablations(device: str, best: Any) -> list[tuple[str, Any]]:
+    """Each stage off in turn, starting from the chosen tuning."""
+    rep = dataclasses.replace
+    cores = common.cores()
+    out = [
+        ("all on (chosen)", best),
+        ("decode in main process (workers=0)", rep(best, workers=0)),
+        ("no JPEG draft decode", rep(best, draft=False)),
+        ("per-image float preprocessing", rep(best, batched_preprocess=False)),
+        ("synchronous upserts (no writer thread)", rep(best, async_writes=False)),
+        (f"threads fight workers (threads={cores})", rep(best, threads=cores)),
+        ("decode JPEGs on the device", rep(best, device_decode=True)),
+    ]
+    if device.startswith("cuda"):
+        out.append(("no pinned memory", rep(best, pin_memory=False)))
+    return [(name, t) for name, t in out if t != best or name.startswith("all on")]
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from indexer.tuning import Tuning, device_defaults
+    from search.embedder import resolve_device
+
+    device = resolve_device(args.device)
+    cores = common.cores()
+    spec = workload.Spec(args.count, args.min_side, args.max_side)
+    manifest = workload.build(args.results / f"workload-{args.count}-{args.min_side}", spec)
+    paths = sorted((manifest.parent / "img").rglob("*.jpg"))
+    result: dict[str, Any] = {
+        "machine": common.machine(device),
+        "workload": workload.describe(manifest.parent) | {"spec": dataclasses.asdict(spec)},
+    }
+    embedder = load_embedder(device, args.cache_dir)
+    result["model"] = embedder.info.describe()
+    pixels = preprocessed(embedder, paths, min(len(paths), max(args.batches) * 2))
+
+    # a) compute bound sweep
+    sweep = []
+    for threads in args.threads or sorted({1, max(1, cores // 2), cores}):
+        for batch in args.batches:
+            rate = forward_rate(embedder, pixels, batch, threads, max(args.min_images, 2 * batch))
+            sweep.append({"batch": batch, "threads": threads, "img_s": rate})
+            log.info("forward batch %d threads %d: %.1f img/s", batch, threads, rate)
+    best_fw = max(sweep, key=lambda r: r["img_s"])
+    result["compute_sweep"] = sweep
+    result["model_variants"] = model_variants(
+        embedder, pixels, best_fw["batch"], best_fw["threads"], args.min_images
+    )
+
+    with tempfile.TemporaryDirectory(prefix="vsearch-bench-") as tmpdir:
+        tmp = Path(tmpdir)
+        default = device_defaults(device)
+        # indexer tuning sweep
+        grid = []
+        if not args.quick:
+            for b in args.index_batches:
+                for w in sorted({0, 1, 2, max(1, cores - 1)}):
+                    for th in sorted({1, cores}):
+                        t = Tuning(batch_size=b, workers=w, threads=th)
+                        r = index_rate(manifest, embedder, t, tmp, "sweep")
+                        grid.append({"batch": b, "workers": w, "threads": th, **r})
+                        log.info("index b=%d w=%d th=%d: %.1f img/s", b, w, th, r["img_s"])
+        result["index_sweep"] = grid
+        # a / b / c back to back, repeated; b uses the device defaults of indexer/tuning.py
+        reps = []
+        for k in range(args.repeats):
+            a = max(
+                forward_rate(
+                    embedder, pixels, best_fw["batch"], best_fw["threads"], args.min_images
+                )
+                for _ in range(2)
+            )
+            b = index_rate(manifest, embedder, default, tmp, f"e2e{k}")
+            c = naive_rate(manifest, embedder, tmp, args.naive_count)
+            reps.append(
+                {"compute_img_s": a, "indexer_img_s": b["img_s"], "naive_img_s": c["img_s"]}
+            )
+            log.info("repeat %d: a=%.1f b=%.1f c=%.1f", k, a, b["img_s"], c["img_s"])
+        summary = {
+            key: common.median([r[key] for r in reps])
+            for key in ("compute_img_s", "indexer_img_s", "naive_img_s")
+        }
+        summary["b_over_a"] = common.median([r["indexer_img_s"] / r["compute_img_s"] for r in reps])
+        summary["b_over_c"] = common.median([r["indexer_img_s"] / r["naive_img_s"] for r in reps])
+        summary["default_tuning"] = dataclasses.asdict(default)
+        summary["best_forward"] = best_fw
+        result["repeats"], result["summary"] = reps, summary
+        # ablation
+        abl = []
+        for name, t in ablations(device, default):
+            r = index_rate(manifest, embedder, t, tmp, "ablation")
+            abl.append({"variant": name, **r})
+            log.info("ablation %s: %.1f img/s", name, r["img_s"])
+        base = abl[0]["img_s"]
+        for row in abl:
+            row["vs_all_on"] = row["img_s"] / base
+        result["ablation"] = abl
+    return result
+
+
+def report(result: dict[str, Any]) -> str:
+    m, s = result["machine"], result["summary"]
+    parts = [
+        f"machine: {m['cores']} cores, {m['cpu']}, device {m['device']}, "
+        f"load {m['loadavg_start']} -> {m.get('loadavg_end', '')}",
+        f"workload: {result['workload']}",
+        common.table(
+            "Compute bound sweep (forward only)",
+            result["compute_sweep"],
+            ["batch", "threads", "img_s"],
+        ),
+        common.table(
+            "Forward variants at the best point",
+            result["model_variants"],
+            ["memory_format", "grad_mode", "img_s"],
+        ),
+    ]
+    if result["index_sweep"]:
+        cols = ["batch", "workers", "threads", "img_s", "seconds"]
+        parts.append(
+            common.table("Indexer sweep (run_index end to end)", result["index_sweep"], cols)
+        )
+    cols = ["compute_img_s", "indexer_img_s", "naive_img_s"]
+    parts.append(
+        common.table("a) compute bound, b) indexer default, c) naive", result["repeats"], cols)
+    )
+    parts.append(
+        f"\nmedian: a={s['compute_img_s']:.1f} b={s['indexer_img_s']:.1f} c={s['naive_img_s']:.1f} img/s;"
+        f" b/a={s['b_over_a']:.2f}  b/c={s['b_over_c']:.2f}  (default {s['default_tuning']})"
+    )
+    parts.append(
+        common.table(
+            "Ablation (one stage off at a time)",
+            result["ablation"],
+            ["variant", "img_s", "vs_all_on"],
+        )
+    )
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    common.offline()
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--count", type=int, default=400, help="images in the workload")
+    p.add_argument("--min-side", type=int, default=800)
+    p.add_argument("--max-side", type=int, default=1200)
+    p.add_argument("--naive-count", type=int, default=200)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 4, 8, 16, 32, 64])
+    p.add_argument("--threads", type=int, nargs="+", default=None)
+    p.add_argument("--index-batches", type=int, nargs="+", default=[4, 8, 16])
+    p.add_argument("--min-images", type=int, default=96)
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--results", type=Path, default=common.RESULTS)
+    p.add_argument("--json", type=Path, default=None, help="output file")
+    p.add_argument("--quick", action="store_true", help="tiny smoke run (no sweep of the indexer)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.count, args.naive_count, args.repeats = min(args.count, 16), 4, 1
+        args.batches, args.min_images, args.min_side, args.max_side = [4], 8, 256, 320
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    result = run(args)
+    out = args.json or args.results / f"indexing-{result['machine']['device']}.json"
+    common.write_json(out, result)
+    print(report(result))
+    print(f"\nwrote {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
