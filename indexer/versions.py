@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from search.errors import CollectionNotFound, SafetyRefusal
 from search.store import MilvusStore
@@ -19,16 +22,29 @@ class Promotion:
     count: int
 
 
-def promote(store: MilvusStore, alias: str, name: str, *, force: bool = False) -> Promotion:
+def promote(
+    store: MilvusStore, alias: str, name: str, *, force: bool = False, allow_worse: bool = False
+) -> Promotion:
     """Point ``alias`` at ``name`` after checking it holds every item of the live version.
+
+    A collection built with a fine-tuned model whose report says it scored worse than its
+    base (``vsearch finetune``'s ``improved: false``) is refused unless ``allow_worse``.
 
     The switch is one ``alter_alias``: searches running meanwhile answer from the old or
     the new collection, never from neither. The old collection stays until dropped.
     """
     if not store.exists(name):
         raise CollectionNotFound(f"collection {name!r} does not exist")
-    if store.provenance(name) is None:
+    model = store.provenance(name)
+    if model is None:
         raise SafetyRefusal(f"{name!r} was not built by vsearch; refusing to promote it")
+    verdict = finetune_verdict(model.name)
+    if verdict is not None and verdict.get("improved") is False and not allow_worse:
+        raise SafetyRefusal(
+            f"{name!r} was built with a fine-tuned model that scored worse than its base "
+            f"({model.name}, strategy {verdict.get('strategy')}); use --allow-worse to "
+            "promote it anyway"
+        )
     previous = store.resolve(alias)
     if previous == alias:
         raise SafetyRefusal(f"{alias!r} is a collection, not an alias; cannot switch it")
@@ -50,10 +66,24 @@ def promote(store: MilvusStore, alias: str, name: str, *, force: bool = False) -
     return Promotion(alias, previous, name, len(new_ids))
 
 
+def finetune_verdict(model_name: str) -> dict[str, Any] | None:
+    """The ``vsearch`` block of a fine-tuned ``local-dir:`` model (None for other models)."""
+    if not model_name.startswith("local-dir:"):
+        return None
+    config = Path(model_name[len("local-dir:") :]) / "open_clip_config.json"
+    try:
+        block = json.loads(config.read_text()).get("vsearch") or {}
+    except (OSError, ValueError):
+        return None
+    return block if "strategy" in block else None
+
+
 def drop_collection(store: MilvusStore, alias: str, name: str) -> None:
     """Drop a collection version; the live one (behind ``alias``) is refused."""
     if not store.exists(name):
         raise CollectionNotFound(f"collection {name!r} does not exist")
     if store.resolve(alias) == name or store.aliases(name):
-        raise SafetyRefusal(f"{name!r} is live (aliases: {', '.join(store.aliases(name))}); promote another first")
+        raise SafetyRefusal(
+            f"{name!r} is live (aliases: {', '.join(store.aliases(name))}); promote another first"
+        )
     store.drop(name)

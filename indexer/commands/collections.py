@@ -49,7 +49,14 @@ def run(args: argparse.Namespace) -> int:
 def register_promote(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("promote", help="make a collection version live (one atomic alias switch)")
     p.add_argument("name", help="physical collection to make live (see vsearch collections)")
-    p.add_argument("--force", action="store_true", help="promote even if items of the live version are missing")
+    p.add_argument(
+        "--force", action="store_true", help="promote even if items of the live version are missing"
+    )
+    p.add_argument(
+        "--allow-worse",
+        action="store_true",
+        help="promote a fine-tuned model even though its report says it is worse than its base",
+    )
     add_store_args(p)
     p.set_defaults(handler=run_promote)
 
@@ -59,6 +66,12 @@ def run_promote(args: argparse.Namespace) -> int:
     from search.store import MilvusStore
 
     settings = settings_from(args)
-    result = promote(MilvusStore(settings), settings.collection, args.name, force=args.force)
+    result = promote(
+        MilvusStore(settings),
+        settings.collection,
+        args.name,
+        force=args.force,
+        allow_worse=args.allow_worse,
+    )
     print(f"{result.alias} -> {result.current} ({result.count} items; was {result.previous})")
     return 0

@@ -167,6 +167,7 @@ def extract(
     cache = _Cache(Path(settings.cache_dir), extractor.key) if use_cache else None
     known = cache.load() if cache else {}
     todo = [n for n, h in enumerate(hashes) if h is not None and h not in known]
+    fresh: dict[int, np.ndarray] = {}
     if todo:
         log.info(
             "embedding %d of %d images (%d cached)", len(todo), len(items), len(items) - len(todo)
@@ -186,7 +187,7 @@ def extract(
         if h is not None and h in known:
             vectors[n] = known[h]
             ok[n] = True
-    return Features(vectors, ok, failed, computed=len(todo))
+    return Features(vectors, ok, failed, computed=len(fresh))
 
 
 class _Decode:
