@@ -40,8 +40,9 @@ OUTPUT_FIELDS = ["id", "image", "metadata"]
 FINGERPRINT_FIELDS = ["id", "content_hash", "meta_hash", "source_sig"]
 LITE_LOCKED_HINT = (
     "the Milvus Lite database {uri} is held by another process (Lite allows one process per "
-    "database). Share it through Lite's server mode (`vsearch milvus-server --data-dir {uri}` "
-    "then VSEARCH_URI=http://127.0.0.1:19541 in every process) or use Milvus standalone."
+    "database). To share it, run `vsearch milvus-server --data-dir {uri}` as its only opener "
+    "and set VSEARCH_URI=http://127.0.0.1:19541 in every other process (indexer, UI); if that "
+    "server already runs, just set VSEARCH_URI. Or use Milvus standalone (docs/deployment.md)."
 )
 
 
