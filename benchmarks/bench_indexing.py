@@ -220,7 +220,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if not args.quick:
             for b in args.index_batches:
                 for w in sorted({0, 1, 2, max(1, cores - 1)}):
-                    for th in sorted({1, cores}):
+                    for th in args.index_threads or sorted({1, cores}):
                         t = Tuning(batch_size=b, workers=w, threads=th)
                         r = index_rate(manifest, embedder, t, tmp, "sweep")
                         grid.append({"batch": b, "workers": w, "threads": th, **r})
@@ -315,6 +315,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--batches", type=int, nargs="+", default=[1, 4, 8, 16, 32, 64])
     p.add_argument("--threads", type=int, nargs="+", default=None)
     p.add_argument("--index-batches", type=int, nargs="+", default=[4, 8, 16])
+    p.add_argument("--index-threads", type=int, nargs="+", default=None)
     p.add_argument("--min-images", type=int, default=96)
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--results", type=Path, default=common.RESULTS)

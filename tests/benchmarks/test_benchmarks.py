@@ -1,0 +1,103 @@
+"""The benchmark scripts run end to end in their tiny ``--quick`` modes and write valid JSON.
+
+No timing is asserted (speed targets live in the scripts' output, see docs/benchmarks.md):
+these tests check that each script runs, measures what it says and reports consistent
+numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def run_script(module: str, *args: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_workload_is_deterministic_real_photo_like_jpegs(tmp_path: Path) -> None:
+    from benchmarks import workload
+
+    spec = workload.Spec(6, 300, 400, seed=3)
+    manifest = workload.build(tmp_path / "a", spec)
+    workload.build(tmp_path / "b", spec)
+    rows = manifest.read_text().splitlines()
+    assert rows[0].startswith("id,image,title,category")
+    assert len(rows) == 7
+    files_a = sorted((tmp_path / "a" / "img").rglob("*.jpg"))
+    files_b = sorted((tmp_path / "b" / "img").rglob("*.jpg"))
+    assert [f.read_bytes() for f in files_a] == [f.read_bytes() for f in files_b]
+    info = workload.describe(tmp_path / "a")
+    assert info["images"] == 6
+    assert 300 <= max(info["mean_width"], info["mean_height"]) <= 400
+    assert len({f.read_bytes()[:4096] for f in files_a}) == 6  # all different pictures
+
+
+def test_bench_indexing_quick(tmp_path: Path, cache_dir: Path) -> None:
+    out = tmp_path / "indexing.json"
+    text = run_script(
+        "benchmarks.bench_indexing", "--quick", "--device", "cpu", "--results", str(tmp_path),
+        "--cache-dir", str(cache_dir), "--json", str(out),
+    )  # fmt: skip
+    data = json.loads(out.read_text())
+    s = data["summary"]
+    assert s["compute_img_s"] > 0 and s["indexer_img_s"] > 0 and s["naive_img_s"] > 0
+    assert math.isclose(s["b_over_a"], s["indexer_img_s"] / s["compute_img_s"], rel_tol=1e-9)
+    assert math.isclose(s["b_over_c"], s["indexer_img_s"] / s["naive_img_s"], rel_tol=1e-9)
+    assert data["workload"]["images"] == 16
+    assert all(r["embedded"] == 16 for r in data["ablation"])  # every variant indexed all
+    names = [r["variant"] for r in data["ablation"]]
+    assert names[0] == "all on (chosen)" and "no JPEG draft decode" in names
+    assert {(r["memory_format"], r["grad_mode"]) for r in data["model_variants"]} >= {
+        ("contiguous", "inference_mode"),
+        ("channels_last", "autograd"),
+    }
+    assert data["machine"]["cores"] >= 1 and data["machine"]["loadavg_end"]
+    assert "b/a=" in text and "Ablation" in text
+
+
+def test_bench_search_quick(tmp_path: Path, cache_dir: Path) -> None:
+    out = tmp_path / "search.json"
+    text = run_script(
+        "benchmarks.bench_search", "--quick", "--device", "cpu", "--results", str(tmp_path),
+        "--cache-dir", str(cache_dir), "--json", str(out),
+    )  # fmt: skip
+    data = json.loads(out.read_text())
+    rows = {(r["backend"], r["index"]): r for r in data["search"]}
+    assert rows[("numpy exact", "brute force")]["recall@10"] == 1.0
+    assert rows[("milvus-lite", "FLAT")]["recall@10"] == 1.0  # FLAT is exact too
+    assert 0.5 <= rows[("milvus-lite", "HNSW-M16-efc200")]["recall@10"] <= 1.0
+    for row in data["search"]:
+        assert 0 < row["single_p50_ms"] <= row["single_p95_ms"]
+    assert {r["what"] for r in data["embedding"]} == {"embed 1 query image", "embed 8 query images"}
+    assert list((tmp_path).glob("real-embeddings-48-*.npy"))  # cached for the next run
+    assert "recall@10" in text
+
+
+def test_bench_memory_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "memory.json"
+    run_script(
+        "benchmarks.bench_memory", "--sizes", "6", "12", "--results", str(tmp_path),
+        "--json", str(out),
+    )  # fmt: skip
+    data = json.loads(out.read_text())
+    assert [r["catalog"] for r in data["runs"]] == [6, 12]
+    for run in data["runs"]:
+        assert run["images"] == run["catalog"] and run["failed"] == 0
+        assert run["peak_main_mb"] > 50 and run["store_server_peak_mb"] > 0

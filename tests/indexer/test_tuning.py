@@ -1,0 +1,102 @@
+"""Per-device tuning defaults and the pipeline stages they switch (same vectors every way)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from indexer.pipeline import IndexOptions, run_index
+from indexer.preprocess import BatchPreprocess
+from indexer.tuning import Tuning, choose, device_defaults
+from search.config import Settings
+from search.store import MilvusStore
+from tests.helpers import photo, product_catalog
+
+
+def test_cpu_defaults_leave_a_core_to_the_decode_worker() -> None:
+    two = device_defaults("cpu", cores=2)
+    assert (two.batch_size, two.workers, two.threads) == (8, 1, 1)
+    big = device_defaults("cpu", cores=16)
+    assert big.workers == 4 and big.threads == 12
+    assert big.draft and big.batched_preprocess and big.async_writes and not big.device_decode
+
+
+def test_cuda_defaults_use_big_batches_and_many_workers() -> None:
+    t = device_defaults("cuda", cores=16)
+    assert t.batch_size == 128 and t.workers == 8 and t.threads == 1 and t.pin_memory
+
+
+def test_settings_override_the_device_defaults() -> None:
+    t = choose(Settings(batch_size=3, workers=0, threads=5), "cpu")
+    assert (t.batch_size, t.workers, t.threads) == (3, 0, 5)
+    auto = choose(Settings(), "cpu")
+    assert auto == dataclasses.replace(device_defaults("cpu"))
+
+
+def test_batched_preprocessing_matches_the_model_transform_exactly() -> None:
+    import open_clip
+
+    transform = open_clip.image_transform(224, is_train=False, mean=(0.5,) * 3, std=(0.5,) * 3)
+    prep = BatchPreprocess(transform)
+    assert prep.batched and prep.size == 224
+    images = [photo("chelsea", 400), photo("coffee", 300).convert("L")]
+    crops = torch.stack([prep.per_image(im) for im in images])
+    assert crops.dtype == torch.uint8 and crops.shape == (2, 3, 224, 224)
+    batched = prep.finish(crops, "cpu")
+    whole = torch.stack([transform(im) for im in images])
+    assert torch.equal(batched, whole)
+
+
+def test_an_unknown_transform_runs_whole_per_image() -> None:
+    def transform(img):  # not a torchvision Compose
+        return torch.full((3, 4, 4), 0.25)
+
+    prep = BatchPreprocess(transform)
+    assert not prep.batched
+    out = prep.finish(torch.stack([prep.per_image(photo("rocket"))]), "cpu")
+    assert out.dtype == torch.float32 and float(out.mean()) == 0.25
+
+
+def _vectors(settings: Settings, source: Path, embedder, tuning: Tuning, tag: str):
+    s = settings.replace(uri=str(Path(settings.uri).with_name(f"{tag}.db")), collection=tag)
+    report = run_index(source, s, IndexOptions(tuning=tuning), embedder=embedder)
+    store = MilvusStore(s)
+    rows = store.get(store.require(tag), sorted(r for r in _ids(source)), vectors=True)
+    store.close()
+    return report, np.array([r["vector"] for r in rows], np.float32)
+
+
+def _ids(source: Path) -> list[str]:
+    return [line.split(",")[0] for line in source.read_text().splitlines()[1:]]
+
+
+@pytest.mark.slow
+def test_every_pipeline_variant_stores_the_same_vectors(tmp_path: Path, settings, embedder) -> None:
+    source = product_catalog(tmp_path / "cat", per_product=2)
+    (tmp_path / "cat" / "img" / "broken.jpg").write_bytes(
+        (tmp_path / "cat" / "img" / "chelsea-0.jpg").read_bytes()[:3000]
+    )
+    with source.open("a") as fh:
+        fh.write("broken,img/broken.jpg,broken,animals,Acme,1.00,x\n")
+    base = Tuning(batch_size=3, workers=0, threads=1)
+    ref_report, ref = _vectors(settings, source, embedder, base, "ref")
+    assert ref_report.embedded == 8 and [f.id for f in ref_report.failed] == ["broken"]
+    for name, tuning in {
+        "perimage": dataclasses.replace(base, batched_preprocess=False, draft=True),
+        "sync": dataclasses.replace(base, async_writes=False, workers=1),
+    }.items():
+        report, vecs = _vectors(settings, source, embedder, tuning, name)
+        assert report.embedded == 8 and len(report.failed) == 1
+        np.testing.assert_allclose(vecs, ref, atol=1e-5)
+    # JPEGs decoded by torchvision on the model's device (the CPU here): resized by torch,
+    # not PIL, so close but not bit-identical; the truncated file is still reported.
+    report, vecs = _vectors(
+        settings, source, embedder, dataclasses.replace(base, device_decode=True), "devdec"
+    )
+    assert report.embedded == 8 and [f.id for f in report.failed] == ["broken"]
+    assert "truncated" in report.failed[0].reason
+    assert float(np.min(np.sum(vecs * ref, axis=1))) > 0.95
