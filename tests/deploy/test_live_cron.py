@@ -1,0 +1,172 @@
+"""Cron next to a live UI on one machine: `vsearch milvus-server` shares one Lite database.
+
+An indexing job (a subprocess, as cron would run it) adds products while shoppers search the
+live HTTP API of `vsearch serve` (another subprocess) without pause: no search may fail, and
+the new products are searchable when the job ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from search.config import Settings
+from search.errors import StoreLockedError
+from search.store import MilvusStore
+from tests.helpers import photo, product_catalog
+
+VSEARCH = str(Path(sys.executable).with_name("vsearch"))
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def env_for(cache_dir: Path, uri: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VSEARCH_")}
+    env.update(
+        HF_HUB_OFFLINE="1",
+        GRADIO_ANALYTICS_ENABLED="False",
+        NO_PROXY="127.0.0.1,localhost",
+        VSEARCH_URI=uri,
+        VSEARCH_CACHE_DIR=str(cache_dir),
+        VSEARCH_DEVICE="cpu",
+        VSEARCH_WORKERS="0",
+        VSEARCH_THREADS="1",
+    )
+    return env
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Stop a process we started, by its PID (SIGTERM, then SIGKILL)."""
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def wait_for(check, what: str, proc: subprocess.Popen, log: Path, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited {proc.returncode}: {log.read_text()[-3000:]}")
+        with contextlib.suppress(Exception):
+            if check():
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"{what} not ready in {timeout}s: {log.read_text()[-3000:]}")
+
+
+@contextlib.contextmanager
+def background(cmd: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            yield proc
+        finally:
+            stop(proc)
+
+
+def jpeg_bytes(name: str) -> bytes:
+    buf = io.BytesIO()
+    photo(name).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def test_cron_indexing_next_to_live_api(tmp_path: Path, cache_dir: Path) -> None:
+    db = tmp_path / "data" / "vsearch.db"
+    lite_port, api_port = free_port(), free_port()
+    uri = f"http://127.0.0.1:{lite_port}"
+    env = env_for(cache_dir, uri)
+    catalog = product_catalog(tmp_path / "cat", ["chelsea", "coffee", "rocket"], per_product=2)
+    server_cmd = [VSEARCH, "milvus-server", "--data-dir", str(db), "--port", str(lite_port)]
+    with background(server_cmd, env, tmp_path / "lite.log") as lite:
+        wait_for(
+            lambda: socket.create_connection(("127.0.0.1", lite_port), 1),
+            "lite",
+            lite,
+            tmp_path / "lite.log",
+        )
+        # the database is owned by the server: opening it directly says what to do
+        with pytest.raises(StoreLockedError, match="set VSEARCH_URI"):
+            MilvusStore(Settings(uri=str(db), retries=0)).exists("catalog")
+        first = subprocess.run(
+            [VSEARCH, "-q", "index", str(catalog), "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert first.returncode == 0, first.stderr[-2000:]
+        assert json.loads(first.stdout)["added"] == 6
+
+        serve_cmd = [VSEARCH, "serve", "--host", "127.0.0.1", "--port", str(api_port)]
+        with background(serve_cmd, env, tmp_path / "serve.log") as ui:
+            api = f"http://127.0.0.1:{api_port}"
+            wait_for(
+                lambda: httpx.get(api + "/health", timeout=2).status_code == 200,
+                "serve",
+                ui,
+                tmp_path / "serve.log",
+            )
+            # cron adds two products while shoppers keep searching
+            product_catalog(
+                tmp_path / "cat",
+                ["chelsea", "coffee", "rocket", "astronaut", "brick"],
+                per_product=2,
+            )
+            job = subprocess.Popen(
+                [VSEARCH, "-q", "index", str(catalog), "--json"],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            results: list[str] = []
+            query = jpeg_bytes("coffee")
+            with httpx.Client(base_url=api, timeout=60) as client:
+                while job.poll() is None or len(results) < 6:
+                    try:
+                        by_id = client.post("/api/search/id", json={"id": "coffee-0", "limit": 3})
+                        by_photo = client.post(
+                            "/api/search/image",
+                            files={"image": ("q.jpg", query, "image/jpeg")},
+                            data={"limit": "3"},
+                        )
+                        ok = by_id.status_code == by_photo.status_code == 200
+                        top = by_id.json()["matches"][0]["id"] if ok else ""
+                        photo_top = by_photo.json()["matches"][0]["id"] if ok else ""
+                        results.append(
+                            "ok"
+                            if (top, photo_top) == ("coffee-1", "coffee-0")
+                            else f"bad {by_id.status_code} {by_photo.status_code} {top} {photo_top}"
+                        )
+                    except httpx.HTTPError as exc:
+                        results.append(f"error {exc!r}")
+                out, err = job.communicate(timeout=300)
+                assert job.returncode == 0, err[-2000:]
+                summary = json.loads(out)
+                assert (summary["added"], summary["unchanged"], summary["count"]) == (4, 6, 10)
+                assert [r for r in results if r != "ok"] == []
+                new = client.post("/api/search/id", json={"id": "astronaut-0", "limit": 1})
+                assert new.status_code == 200 and new.json()["matches"][0]["id"] == "astronaut-1"
+                assert client.get("/api/item", params={"id": "brick-1"}).status_code == 200
+    assert lite.returncode == 0  # SIGTERM: graceful shutdown
