@@ -44,8 +44,20 @@ class ShopApp:
         self.service = service
         self.searcher = service.searcher
         self.thumbs = Thumbnails(service.options.thumb_px)
+        self.price_range: tuple[float, float] | None = None  # refreshed on each page load
 
     # -- helpers ----------------------------------------------------------------------
+    def _filters(
+        self, category: str | None, lo: float | None, hi: float | None
+    ) -> dict[str, Any] | None:
+        """Filters from the controls; price bounds at the catalog's own range are no filter
+        (so items without a price stay visible until the shopper narrows the range)."""
+        rng = self.price_range
+        if rng is not None:
+            lo = None if lo is not None and lo <= rng[0] else lo
+            hi = None if hi is not None and hi >= rng[1] else hi
+        return build_filters(category, lo, hi, self.service.options.range_key)
+
     def _gallery(self, matches: list[Match]) -> list[tuple[Any, str]]:
         items = []
         for m in matches:
@@ -84,14 +96,41 @@ class ShopApp:
 
     # -- handlers ---------------------------------------------------------------------
     def search_image(
-        self, editor: dict | None, limit: float, category: str, lo: float | None, hi: float | None
+        self,
+        photo: Image.Image | None,
+        limit: float,
+        category: str,
+        lo: float | None,
+        hi: float | None,
     ) -> tuple[Any, ...]:
-        """Search by the uploaded (optionally cropped) photo."""
-        photo = _photo_of(editor)
+        """Search by the uploaded photo (upload, webcam or clipboard)."""
         if photo is None:
             raise gr.Error("Upload, paste or take a photo first.")
-        state = QueryState("image", photo, build_filters(category, lo, hi), int(limit))
+        state = QueryState("image", photo, self._filters(category, lo, hi), int(limit))
         return self._answer(state, "Products similar to your photo")
+
+    def on_photo(
+        self,
+        photo: Image.Image | None,
+        limit: float,
+        category: str,
+        lo: float | None,
+        hi: float | None,
+    ) -> tuple[Any, ...]:
+        """A new photo: search at once and offer it in the crop editor; clearing resets."""
+        if photo is None:
+            return [], "", None, gr.update(visible=False), None
+        return (*self.search_image(photo, limit, category, lo, hi), photo)
+
+    def search_crop(
+        self, editor: dict | None, limit: float, category: str, lo: float | None, hi: float | None
+    ) -> tuple[Any, ...]:
+        """Search by the cropped region of the photo (the crop editor's composite)."""
+        photo = _photo_of(editor)
+        if photo is None:
+            raise gr.Error("Upload a photo first, then crop it.")
+        state = QueryState("image", photo, self._filters(category, lo, hi), int(limit))
+        return self._answer(state, "Products similar to the cropped region")
 
     def search_text(
         self, text: str, limit: float, category: str, lo: float | None, hi: float | None
@@ -99,7 +138,7 @@ class ShopApp:
         """Search by a text description (models with a text tower only)."""
         if not (text or "").strip():
             raise gr.Error("Type what you are looking for first.")
-        state = QueryState("text", text.strip(), build_filters(category, lo, hi), int(limit))
+        state = QueryState("text", text.strip(), self._filters(category, lo, hi), int(limit))
         return self._answer(state, f"Products matching “{text.strip()[:80]}”")
 
     def more_like(
@@ -117,7 +156,7 @@ class ShopApp:
             raise gr.Error("That result is no longer on the page; search again.")
         picked = state.matches[index]
         title = (picked.metadata or {}).get("title") or picked.id
-        new = QueryState("id", picked.id, build_filters(category, lo, hi), int(limit))
+        new = QueryState("id", picked.id, self._filters(category, lo, hi), int(limit))
         return self._answer(new, f"More like “{title}”")
 
     def more_results(self, state: QueryState | None) -> tuple[Any, ...]:
@@ -138,6 +177,7 @@ class ShopApp:
         facets = self.service.facets() if not st.error or st.physical else None
         cats = [ANY] + (facets.values.get("category", []) if facets else [])
         rng = facets.range if facets else None
+        self.price_range = rng
         note = (
             ""
             if st.has_text
@@ -163,19 +203,30 @@ class ShopApp:
             state = gr.State(None)
             with gr.Row():
                 with gr.Column(scale=1, min_width=300):
-                    query = gr.ImageEditor(
-                        label="Your photo (crop to the product if you like)",
+                    query = gr.Image(
+                        label="Your photo",
                         sources=["upload", "webcam", "clipboard"],
                         type="pil",
                         image_mode="RGB",
-                        transforms=("crop",),
-                        brush=False,
-                        eraser=False,
-                        layers=False,
                         elem_id="query",
-                        height=360,
+                        height=320,
                     )
                     guard_preprocess(query)
+                    with gr.Accordion("Crop to the product (optional)", open=False):
+                        cropper = gr.ImageEditor(
+                            label="Drag the crop handles, then search the crop",
+                            sources=["upload"],
+                            type="pil",
+                            image_mode="RGB",
+                            transforms=("crop",),
+                            brush=False,
+                            eraser=False,
+                            layers=False,
+                            elem_id="crop",
+                            height=320,
+                        )
+                        guard_preprocess(cropper)
+                        crop_btn = gr.Button("Search the cropped region", elem_id="search-crop")
                     search_btn = gr.Button("Search by photo", variant="primary", elem_id="search")
                     with gr.Group(visible=False) as text_box:
                         text = gr.Textbox(label="Or describe it", elem_id="text-query")
@@ -206,7 +257,10 @@ class ShopApp:
             filters = [top_k, category, lo, hi]
             outputs = [gallery, message, state, more_btn]
             search_btn.click(self.search_image, [query, *filters], outputs, api_name="search_image")
-            query.upload(self.search_image, [query, *filters], outputs, api_visibility="private")
+            query.input(
+                self.on_photo, [query, *filters], [*outputs, cropper], api_visibility="private"
+            )
+            crop_btn.click(self.search_crop, [cropper, *filters], outputs, api_visibility="private")
             text_btn.click(self.search_text, [text, *filters], outputs, api_name="search_text")
             text.submit(self.search_text, [text, *filters], outputs, api_visibility="private")
             gallery.select(self.more_like, [state, *filters], outputs, api_visibility="private")

@@ -25,7 +25,7 @@ def editor_value(img: Image.Image) -> dict:
 
 def test_photo_search_gallery_in_score_order_with_captions(shop: ShopApp, ui_catalog) -> None:
     photo = Image.open(ui_catalog.parent / "img" / "astronaut-0.jpg")
-    gallery, message, state, more = shop.search_image(editor_value(photo), 4, ANY, None, None)
+    gallery, message, state, more = shop.search_image(photo, 4, ANY, None, None)
     assert [m.id for m in state.matches][:2] == ["astronaut-0", "astronaut-1"]
     assert len(gallery) == 4 and isinstance(gallery[0][0], Image.Image)
     caption = gallery[0][1]
@@ -39,13 +39,16 @@ def test_cropped_composite_is_what_is_searched(shop: ShopApp, ui_catalog) -> Non
     rocket = Image.open(ui_catalog.parent / "img" / "rocket-0.jpg").convert("RGB")
     coffee = Image.open(ui_catalog.parent / "img" / "coffee-0.jpg").convert("RGB")
     value = {"background": coffee, "layers": [], "composite": rocket}
-    _, _, state, _ = shop.search_image(value, 2, ANY, None, None)
-    assert state.matches[0].id == "rocket-0"
+    _, message, state, _ = shop.search_crop(value, 2, ANY, None, None)
+    assert state.matches[0].id == "rocket-0" and "cropped region" in message
+    gallery, _, state, _, offered = shop.on_photo(coffee, 2, ANY, None, None)
+    assert state.matches[0].id == "coffee-0" and offered is coffee
+    assert shop.on_photo(None, 2, ANY, None, None)[:3] == ([], "", None)
 
 
 def test_click_runs_more_like_this_and_more_results_pages(shop: ShopApp, ui_catalog) -> None:
     photo = Image.open(ui_catalog.parent / "img" / "chelsea-0.jpg")
-    _, _, state, _ = shop.search_image(editor_value(photo), 3, ANY, None, None)
+    _, _, state, _ = shop.search_image(photo, 3, ANY, None, None)
     picked = state.matches[1]
     evt = gr.SelectData(None, {"index": 1, "value": None, "selected": True})
     gallery, message, clicked, _ = shop.more_like(state, 3, ANY, None, None, evt)
@@ -60,15 +63,17 @@ def test_click_runs_more_like_this_and_more_results_pages(shop: ShopApp, ui_cata
 
 def test_category_and_price_filters(shop: ShopApp, ui_catalog) -> None:
     photo = Image.open(ui_catalog.parent / "img" / "chelsea-0.jpg")
-    _, _, state, _ = shop.search_image(editor_value(photo), 10, "vehicles", None, None)
+    _, _, state, _ = shop.search_image(photo, 10, "vehicles", None, None)
     assert {m.metadata["category"] for m in state.matches} == {"vehicles"}
-    _, _, state, _ = shop.search_image(editor_value(photo), 10, ANY, 20, 31)
+    _, _, state, _ = shop.search_image(photo, 10, ANY, 20, 31)
     assert state.matches and all(20 <= m.metadata["price"] <= 31 for m in state.matches)
 
 
 def test_errors_become_readable_messages(shop: ShopApp) -> None:
     with pytest.raises(gr.Error, match="photo first"):
         shop.search_image(None, 5, ANY, None, None)
+    with pytest.raises(gr.Error, match="photo first"):
+        shop.search_crop(None, 5, ANY, None, None)
     with pytest.raises(gr.Error, match="Text search is not available"):
         shop.search_text("red shoes", 5, ANY, None, None)
     with pytest.raises(gr.Error, match="no longer in the catalog"):
@@ -80,7 +85,9 @@ def test_page_load_fills_status_filters_and_hides_text(shop: ShopApp) -> None:
     status, category, lo, hi, text_box, note = shop.on_load()
     assert "**catalog**" in status and f"{2 * len(NAMES)} items" in status
     assert category["choices"] == [ANY, "animals", "kitchen", "people", "vehicles"]
-    assert (lo["value"], hi["value"]) == (10.0, 51.0)
+    assert (lo["value"], hi["value"]) == (10.0, 51.0) == shop.price_range
+    assert shop._filters(ANY, 10.0, 51.0) is None
+    assert shop._filters("kitchen", 12, 51.0) == {"category": "kitchen", "price": {"gte": 12.0}}
     assert text_box["visible"] is False and "image-only" in note
 
 
@@ -107,7 +114,7 @@ def test_similarity_floor_and_empty_catalog_messages(
 ) -> None:
     strict = ShopApp(CatalogService(ui_searcher, UiOptions(min_score=0.95)))
     noise = Image.effect_noise((200, 200), 60).convert("RGB")
-    gallery, message, state, more = strict.search_image(editor_value(noise), 5, ANY, None, None)
+    gallery, message, state, more = strict.search_image(noise, 5, ANY, None, None)
     assert gallery == [] and state.matches == []
     assert "No product is similar enough" in message and "similarity floor 0.95" in message
     assert more["visible"] is False
@@ -118,7 +125,7 @@ def test_similarity_floor_and_empty_catalog_messages(
     empty = ShopApp(CatalogService(Searcher(settings, store=store, embedder=embedder)))
     status = empty.on_load()[0]
     assert "0 items" in status and "empty" in status
-    _, message, _, _ = empty.search_image(editor_value(noise), 5, ANY, None, None)
+    _, message, _, _ = empty.search_image(noise, 5, ANY, None, None)
     assert "catalog is empty" in message
 
 

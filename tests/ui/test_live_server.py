@@ -124,6 +124,5 @@ def test_gradio_client_calls_the_named_endpoints(live_server, ui_catalog) -> Non
     hits = client.predict("rocket-0", 3, api_name="/similar_by_id")
     assert [h["id"] for h in hits][0] == "rocket-1" and len(hits) == 3
     photo = handle_file(str(ui_catalog.parent / "img" / "coffee-0.jpg"))
-    editor = {"background": photo, "layers": [], "composite": photo}
-    gallery, message, *_ = client.predict(editor, 4, "Any", None, None, api_name="/search_image")
+    gallery, message, *_ = client.predict(photo, 4, "Any", None, None, api_name="/search_image")
     assert len(gallery) == 4 and gallery[0]["caption"].startswith("coffee view 0")

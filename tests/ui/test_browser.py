@@ -1,0 +1,89 @@
+"""A shopper in a real headless Chromium: upload, browse, filter, bad uploads."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def captions(page) -> list[str]:
+    return page.locator("#results .caption-label").all_inner_texts()
+
+
+def upload(page, path) -> None:
+    page.locator("#query input[type=file]").set_input_files(str(path))
+
+
+def wait_for_message(page, text: str) -> None:
+    page.wait_for_function(
+        "t => (document.querySelector('#message')?.innerText || '').includes(t)", arg=text
+    )
+
+
+def test_upload_a_catalog_photo_and_see_it_first(shop_page, ui_catalog) -> None:
+    status = shop_page.inner_text("#status")
+    assert "catalog" in status and "10 items" in status and "efficientnet-lite0" in status
+    assert "image-only" in shop_page.inner_text("#text-note")
+    assert shop_page.locator("#text-query").count() == 0 or not shop_page.is_visible("#text-query")
+    upload(shop_page, ui_catalog.parent / "img" / "coffee-1.jpg")
+    wait_for_message(shop_page, "similar to your photo")
+    caps = captions(shop_page)
+    assert caps[0].startswith("coffee view 1 · kitchen · 21.00 · score 1.0")
+    assert caps[1].startswith("coffee view 0")
+    scores = [float(c.rsplit("score ", 1)[1]) for c in caps]
+    assert scores == sorted(scores, reverse=True) and len(caps) == 10
+
+
+def test_click_a_result_and_see_its_neighbours(shop_page, ui_catalog) -> None:
+    upload(shop_page, ui_catalog.parent / "img" / "chelsea-0.jpg")
+    wait_for_message(shop_page, "similar to your photo")
+    assert captions(shop_page)[0].startswith("chelsea view 0")
+    shop_page.locator("#results button.thumbnail-item").nth(2).click()
+    wait_for_message(shop_page, "More like")
+    picked = shop_page.inner_text("#message").split("“")[1].split("”")[0]
+    caps = captions(shop_page)
+    assert caps and all(not c.startswith(picked + " ·") for c in caps)
+    twin = (
+        picked.replace("view 0", "view X").replace("view 1", "view 0").replace("view X", "view 1")
+    )
+    assert caps[0].startswith(twin), (picked, caps)
+
+
+def test_filter_by_category_shows_only_that_category(shop_page, ui_catalog) -> None:
+    shop_page.click("#category input")
+    shop_page.get_by_role("option", name="vehicles").click()
+    upload(shop_page, ui_catalog.parent / "img" / "coffee-0.jpg")
+    wait_for_message(shop_page, "similar to your photo")
+    caps = captions(shop_page)
+    assert len(caps) == 4  # two rockets and two motorcycles
+    assert all(" · vehicles · " in c for c in caps), caps
+
+
+def test_more_results_pages_further(shop_page, ui_catalog) -> None:
+    shop_page.locator("#top-k input[type=number]").fill("4")
+    shop_page.locator("#top-k input[type=number]").press("Enter")
+    upload(shop_page, ui_catalog.parent / "img" / "rocket-0.jpg")
+    wait_for_message(shop_page, "showing 4 result")
+    first = captions(shop_page)
+    shop_page.click("#more")
+    wait_for_message(shop_page, "showing 8 result")
+    caps = captions(shop_page)
+    assert caps[:4] == first and len(set(caps)) == 8
+
+
+def test_text_file_upload_shows_a_clear_error(shop_page, tmp_path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("a shopping list, not a photo")
+    upload(shop_page, notes)
+    toast = shop_page.locator(".toast-body").first
+    toast.wait_for()
+    assert "Invalid file type" in toast.inner_text() and "image" in toast.inner_text()
+    fake = tmp_path / "holiday.jpg"
+    fake.write_text("this is text wearing a .jpg name")
+    shop_page.reload(wait_until="load")
+    upload(shop_page, fake)
+    toast = shop_page.locator(".toast-body", has_text="not an image we can read")
+    toast.wait_for()
+    assert "JPEG, PNG or WebP" in toast.inner_text()
+    assert captions(shop_page) == []
