@@ -105,16 +105,28 @@ def build_parser() -> argparse.ArgumentParser:
 def configure_logging(verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
-    # (never "root": getLogger("root") IS the root logger and would hide every INFO line)
+    # The program's own progress and summaries at INFO; libraries (open_clip logs on the root
+    # logger, faiss, Lite) only warn unless -v. Never touch "root" by name: getLogger("root")
+    # IS the root logger, and quieting it used to hide the indexer's progress lines too.
+    for own in ("vsearch", "indexer"):
+        logging.getLogger(own).setLevel(level)
     for noisy in ("httpx", "urllib3", "PIL", "matplotlib"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     # pymilvus configures its own loggers when imported and logs every failed RPC with a
     # traceback; our errors already say it in one line. Import it first, then quiet it.
     import pymilvus  # noqa: F401
 
-    for name in ("pymilvus", "pymilvus.decorators", "pymilvus.milvus_client", "grpc", "grpc._server"):
+    for name in (
+        "pymilvus",
+        "pymilvus.decorators",
+        "pymilvus.milvus_client",
+        "grpc",
+        "grpc._server",
+    ):
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.CRITICAL)
 
 

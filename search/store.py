@@ -181,12 +181,20 @@ class MilvusStore:
             raw = description[len(DESCRIPTION_PREFIX) :]
         if not raw:
             return None
-        data = json.loads(raw)
-        if data.get("schema") != SCHEMA_VERSION:
+        try:
+            data = json.loads(raw)
+            schema = data.get("schema")
+            model = ModelInfo.from_dict(data["model"]) if schema == SCHEMA_VERSION else None
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise ProvenanceMismatch(
-                f"collection {name!r} has schema {data.get('schema')}, expected {SCHEMA_VERSION}"
+                f"collection {name!r} has an unreadable vsearch provenance record ({exc!r})"
+            ) from exc
+        if model is None:
+            raise ProvenanceMismatch(
+                f"collection {name!r} has schema {schema}, expected {SCHEMA_VERSION}"
             )
-        return ModelInfo.from_dict(data["model"])
+        _check_fields(name, desc, model.dim)
+        return model
 
     def check_model(self, name: str, model: ModelInfo) -> None:
         """Refuse to touch a collection built by another model (or not by vsearch at all)."""
@@ -337,6 +345,23 @@ class MilvusStore:
         values = {r["metadata"].get(key) for r in rows if isinstance(r.get("metadata"), dict)}
         values.discard(None)
         return sorted(values, key=lambda v: (str(type(v)), v))[:limit]
+
+
+def _check_fields(name: str, desc: dict[str, Any], dim: int) -> None:
+    """Refuse a collection whose fields are not vsearch's, whatever its provenance says."""
+    fields = {f.get("name"): f for f in desc.get("fields") or [] if isinstance(f, dict)}
+    missing = [f for f in ["vector", *FINGERPRINT_FIELDS, *OUTPUT_FIELDS] if f not in fields]
+    if missing:
+        raise ProvenanceMismatch(
+            f"collection {name!r} does not have the vsearch schema (missing field(s) "
+            f"{', '.join(sorted(set(missing)))}); refusing to use it"
+        )
+    got = (fields["vector"].get("params") or {}).get("dim")
+    if got is not None and int(got) != dim:
+        raise ProvenanceMismatch(
+            f"collection {name!r} stores {got}-d vectors but its model record says {dim}-d; "
+            "refusing to use it"
+        )
 
 
 def _to_match(hit: Any) -> Match:

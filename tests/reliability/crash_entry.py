@@ -12,6 +12,7 @@ does) the NTH time that method runs. Points:
 - ``flush``: just before the final flush (rows written but not flushed).
 - ``alias``: just before the first build's alias is created.
 - ``count``: after the flush, while the run reads its final count.
+- ``killpid:PID``: the NTH upsert first SIGKILLs process PID (a Milvus server), then runs.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from typing import Any
 
 
@@ -96,6 +98,18 @@ def plant(point: str, nth: int) -> None:
 
             MilvusStore.flush = flush  # type: ignore[method-assign]
         setattr(MilvusStore, method, wrapper)
+    elif point.startswith("killpid:"):  # the store dies instead: SIGKILL another process
+        victim = int(point.split(":", 1)[1])
+        orig_up = MilvusStore.upsert
+
+        def upsert_then_lose_server(self: MilvusStore, name: str, rows: Any) -> int:
+            if hit():
+                sys.stderr.write(f"crash_entry: SIGKILL server pid {victim}\n")
+                os.kill(victim, signal.SIGKILL)
+                time.sleep(0.5)
+            return orig_up(self, name, rows)
+
+        MilvusStore.upsert = upsert_then_lose_server  # type: ignore[method-assign]
     else:
         raise SystemExit(f"unknown crash point {point!r}")
 
