@@ -142,7 +142,7 @@ def live_server(
     root = tmp_path_factory.mktemp("ui-live")
     uri = str(root / "milvus" / "live.db")
     index_in_subprocess(ui_catalog, uri, cache_dir)
-    server = start_server(uri, cache_dir, root / "serve.log")
+    server = start_server(uri, cache_dir, root / "serve.log", "--max-upload-mb", "1")
     try:
         yield server
     finally:

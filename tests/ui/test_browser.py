@@ -87,3 +87,17 @@ def test_text_file_upload_shows_a_clear_error(shop_page, tmp_path) -> None:
     toast.wait_for()
     assert "JPEG, PNG or WebP" in toast.inner_text()
     assert captions(shop_page) == []
+
+
+def test_oversized_photo_shows_a_clear_error(shop_page, tmp_path) -> None:
+    from PIL import Image
+
+    big = tmp_path / "huge.png"
+    Image.effect_noise((900, 900), 90).convert("RGB").save(big)  # ~2 MB, limit is 1 MB
+    assert big.stat().st_size > 1024 * 1024
+    upload(shop_page, big)
+    toast = shop_page.locator(".toast-body").first
+    toast.wait_for()
+    text = toast.inner_text().lower()
+    assert "size" in text or "large" in text, text
+    assert captions(shop_page) == []

@@ -126,3 +126,15 @@ def test_gradio_client_calls_the_named_endpoints(live_server, ui_catalog) -> Non
     photo = handle_file(str(ui_catalog.parent / "img" / "coffee-0.jpg"))
     gallery, message, *_ = client.predict(photo, 4, "Any", None, None, api_name="/search_image")
     assert len(gallery) == 4 and gallery[0]["caption"].startswith("coffee view 0")
+
+
+def test_oversized_uploads_are_refused_server_side(live_server) -> None:
+    big = b"\xff\xd8\xff" + b"\0" * (1024 * 1024 + 10)  # over the 1 MB limit it was started with
+    api = httpx.post(live_server.url + "/api/search/image", files={"image": ("big.jpg", big)})
+    assert api.status_code == 413 and api.json()["error"] == "ImageError"
+    gradio = httpx.post(live_server.url + "/gradio_api/upload", files={"files": ("big.jpg", big)})
+    assert gradio.status_code == 413
+    small = httpx.post(
+        live_server.url + "/gradio_api/upload", files={"files": ("s.jpg", b"x" * 100)}
+    )
+    assert small.status_code == 200
