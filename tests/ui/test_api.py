@@ -228,6 +228,9 @@ def test_auth_protects_the_api_but_not_health(ui_settings: Settings, ui_searcher
         assert c.get("/api/info").status_code == 401
         assert c.get("/api/info", auth=("shop", "wrong")).status_code == 401
         assert c.get("/api/info", auth=("shop", "s3cret")).json()["live"]["count"] == 10
+        assert c.get("/config").status_code == 401  # the Gradio page wants its login
+        login = c.post("/login", data={"username": "shop", "password": "s3cret"})
+        assert login.status_code == 200 and c.get("/config").status_code == 200
 
 
 def test_openapi_schema_lists_the_endpoints(client: TestClient) -> None:
