@@ -239,7 +239,16 @@ class MilvusStore:
         except Exception:
             current = None
         if current is None:
-            self._call("create_alias", self.client.create_alias, collection, alias)
+            try:
+                self._call("create_alias", self.client.create_alias, collection, alias)
+            except StoreError:
+                # a parallel run (another shard) may have created it meanwhile
+                try:
+                    current = self.client.describe_alias(alias).get("collection_name")
+                except Exception:
+                    current = None
+                if current != collection:
+                    raise
         elif current != collection:
             self._call("alter_alias", self.client.alter_alias, collection, alias)
 

@@ -17,6 +17,7 @@ import atexit
 import contextlib
 import os
 import signal
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -64,11 +65,24 @@ def start_milvus_server(base_dir: Path, *, session_ttl: int | None = None) -> Se
             "server tests need the Milvus server wheel: pip install --no-deps 'milvus==2.3.5' "
             f"(the `server` extra), set {ENV_EXTERNAL}, or deselect them with -m 'not server'"
         )
-    server = MilvusServer(MilvusServerConfig(), wait_for_started=False)
+    etcd_client, etcd_peer = _free_ports(2)
+    server = MilvusServer(MilvusServerConfig(etcd_port=etcd_client), wait_for_started=False)
     server.set_base_dir(str(base_dir))
     if session_ttl is not None:
         server.config.set("common.session.ttl", session_ttl)
-    server.start()  # picks free ports from 19530 / 9091 upwards
+    # The embedded etcd listens on 2379/2380 unless given a config file: without this, a
+    # second server on the machine (another test session, the restart test) cannot start.
+    etcd_conf = base_dir / "embed-etcd.yaml"
+    etcd_conf.write_text(_ETCD_CONF.format(client=etcd_client, peer=etcd_peer))
+    saved = os.environ.get("ETCD_CONFIG_PATH")
+    os.environ["ETCD_CONFIG_PATH"] = str(etcd_conf)  # read by milvus (etcd.config.path)
+    try:
+        server.start()  # picks free ports from 19530 / 9091 upwards
+    finally:
+        if saved is None:
+            os.environ.pop("ETCD_CONFIG_PATH", None)
+        else:
+            os.environ["ETCD_CONFIG_PATH"] = saved
     proc = server.server_proc
     handle = ServerHandle(
         uri=f"http://127.0.0.1:{server.listen_port}",
@@ -84,6 +98,27 @@ def start_milvus_server(base_dir: Path, *, session_ttl: int | None = None) -> Se
         handle.stop()
         raise
     return handle
+
+
+_ETCD_CONF = """\
+name: default
+listen-client-urls: http://127.0.0.1:{client}
+advertise-client-urls: http://127.0.0.1:{client}
+listen-peer-urls: http://127.0.0.1:{peer}
+initial-advertise-peer-urls: http://127.0.0.1:{peer}
+initial-cluster: default=http://127.0.0.1:{peer}
+"""
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def _wait_healthy(handle: ServerHandle, proc) -> None:  # noqa: ANN001 - a Popen

@@ -19,7 +19,13 @@ from indexer.pipeline import IndexOptions, run_index
 from indexer.versions import promote
 from search.config import Settings
 from search.embedder import ModelInfo
-from search.errors import CollectionNotFound, ItemNotFound, ProvenanceMismatch, SafetyRefusal
+from search.errors import (
+    CollectionNotFound,
+    ItemNotFound,
+    ProvenanceMismatch,
+    SafetyRefusal,
+    StoreError,
+)
 from search.filters import Range
 from search.searcher import Searcher
 from search.store import MilvusStore
@@ -140,3 +146,28 @@ def test_alias_promote_switches_live_collection(catalog, backend_settings, embed
     assert searcher.info().name == green
     vec = np.asarray(rows[0]["vector"], np.float32)
     assert store.search(green, vec[None, :], limit=1)[0][0].id == rows[0]["id"]
+
+
+def test_set_alias_tolerates_a_parallel_creator(backend_settings, embedder, monkeypatch) -> None:
+    store = MilvusStore(backend_settings)
+    alias = backend_settings.collection
+    blue, green = f"{alias}__blue", f"{alias}__green"
+    store.create(blue, embedder.info)
+    store.create(green, embedder.info)
+    store.set_alias(alias, blue)  # done by "another shard" a moment ago
+    real = store.client.describe_alias
+    seen: list[str] = []
+
+    def stale_first(name: str):  # this run looked before the other one created the alias
+        seen.append(name)
+        if len(seen) == 1:
+            raise RuntimeError(f"alias {name} not found")
+        return real(name)
+
+    monkeypatch.setattr(store.client, "describe_alias", stale_first)
+    store.set_alias(alias, blue)  # same target: fine
+    assert store.resolve(alias) == blue
+    seen.clear()
+    with pytest.raises(StoreError):  # a different target is a real conflict
+        store.set_alias(alias, green)
+    assert len(seen) == 2 and store.resolve(alias) == blue
