@@ -41,9 +41,9 @@ def promote(
     verdict = finetune_verdict(model.name)
     if verdict is not None and verdict.get("improved") is False and not allow_worse:
         raise SafetyRefusal(
-            f"{name!r} was built with a fine-tuned model that scored worse than its base "
-            f"({model.name}, strategy {verdict.get('strategy')}); use --allow-worse to "
-            "promote it anyway"
+            f"{name!r} was built with a fine-tuned model that did not score better than its "
+            f"base (worse or equal; {model.name}, strategy {verdict.get('strategy')}); use "
+            "--allow-worse to promote it anyway"
         )
     previous = store.resolve(alias)
     if previous == alias:

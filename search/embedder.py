@@ -146,7 +146,9 @@ class Embedder:
             checkpoint = file_digest(weights[0]) if weights else ""
         dim = int(self.embed_tensors(torch.zeros(1, 3, size, size)).shape[1])
         self.info = ModelInfo(
-            name=model,
+            # a local folder is recorded by its absolute path: a searcher started from
+            # another working directory must load the same model from the provenance
+            name=f"{LOCAL_DIR_PREFIX}{folder}" if model.startswith(LOCAL_DIR_PREFIX) else model,
             pretrained="" if folder else pretrained,
             checkpoint=checkpoint,
             dim=dim,

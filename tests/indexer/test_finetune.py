@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from indexer.cli import main
 from indexer.evaluation.labels import load_labelled
 from indexer.evaluation.retrieval import retrieval_metrics
 from indexer.finetune import FinetuneOptions, finetune, read_verdict
@@ -111,16 +112,22 @@ def test_partial_trains_only_the_top_layers(tmp_path: Path, settings) -> None:
     assert model.embed_images([photo("coffee", 96)]).shape == (1, 16)
 
 
-def test_worse_model_is_reported_not_improved(tmp_path: Path, settings) -> None:
+def test_cli_reports_a_model_that_is_not_better_and_exits_1(
+    tmp_path: Path, settings, monkeypatch, capsys
+) -> None:
     manifest = grouped_catalog(tmp_path / "cat", per_product=2)
+    monkeypatch.setenv("VSEARCH_CACHE_DIR", settings.cache_dir)
+    monkeypatch.setenv("VSEARCH_DEVICE", "cpu")
     # the base finds every product's other shot; one epoch at a tiny rate leaves a random
     # 2-d projection of it, which cannot do as well
-    opts = FinetuneOptions(
-        strategy="head", label_column="product", dim=2, epochs=1, lr=1e-6, holdout=0.01
-    )
-    report = finetune(manifest, settings, tmp_path / "bad", opts)
-    assert report.after.recall[1] <= report.before.recall[1]
-    assert not report.improved
+    argv = ["finetune", str(manifest), "-o", str(tmp_path / "bad"), "--label-column", "product"]
+    argv += ["--dim", "2", "--epochs", "1", "--lr", "1e-6", "--holdout", "0.01", "--json"]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["improved"] is False
+    assert report["after"]["recall"]["recall@1"] <= report["before"]["recall"]["recall@1"] == 1.0
+    assert "NOT better" in captured.err
     assert read_verdict(tmp_path / "bad")["improved"] is False
 
 

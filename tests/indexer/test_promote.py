@@ -121,7 +121,7 @@ def test_promote_refuses_incomplete_or_worse_versions(two_versions, settings) ->
     data = json.loads(config.read_text())
     data["vsearch"].update({"strategy": "head", "improved": False})
     config.write_text(json.dumps(data))
-    with pytest.raises(SafetyRefusal, match="worse"):
+    with pytest.raises(SafetyRefusal, match="not score better"):
         promote(store, settings.collection, new, force=False, allow_worse=False)
     assert promote(store, settings.collection, new, force=True, allow_worse=True).current == new
     with pytest.raises(SafetyRefusal):
