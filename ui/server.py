@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from typing import Any
 
 for _name, _value in (
     ("GRADIO_ANALYTICS_ENABLED", "False"),
@@ -82,6 +83,47 @@ def _limit_uploads(app: FastAPI, max_bytes: int) -> None:
                 )
         response: Response = await call_next(request)
         return response
+
+    # A chunked upload has no Content-Length: count the body as it streams in and stop at
+    # the limit, instead of buffering (and spooling) an unbounded body before refusing it.
+    app.add_middleware(_StreamCap, cap=max_bytes + FORM_OVERHEAD, limit=max_bytes)
+
+
+class _StreamCap:
+    """ASGI middleware: an upload route's body may not pass ``cap`` bytes, streamed or not.
+
+    Past the cap the app sees the body end, and whatever it answers is replaced by a 413.
+    """
+
+    def __init__(self, app: Any, cap: int, limit: int) -> None:
+        self.app, self.cap, self.limit = app, cap, limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] not in UPLOAD_ROUTES:
+            await self.app(scope, receive, send)
+            return
+        state = {"seen": 0, "over": False, "answered": False}
+
+        async def capped() -> Any:
+            if state["over"]:
+                return {"type": "http.request", "body": b"", "more_body": False}
+            message = await receive()
+            if message["type"] == "http.request":
+                state["seen"] += len(message.get("body", b""))
+                if state["seen"] > self.cap:
+                    state["over"] = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
+            return message
+
+        async def guarded(message: Any) -> None:
+            if not state["over"]:
+                await send(message)
+            elif not state["answered"]:
+                state["answered"] = True
+                detail = f"photo too large (limit {self.limit:,} bytes)"
+                await error_response(413, detail, "ImageError")(scope, capped, send)
+
+        await self.app(scope, capped, guarded)
 
 
 def serve(
