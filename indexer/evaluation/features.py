@@ -46,6 +46,8 @@ class FeatureExtractor(Protocol):
 
     def __call__(self, batch: torch.Tensor) -> np.ndarray: ...
 
+    def finish(self, raw: np.ndarray) -> np.ndarray: ...
+
 
 class EmbedderFeatures:
     """The L2-normalised embeddings of an :class:`Embedder` (what the index stores)."""
