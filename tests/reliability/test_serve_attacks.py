@@ -30,11 +30,12 @@ AUTH = ("alice", "s3cret-pw")
 MARKER = "TOPSECRET-7f3a"
 LOAD_SECONDS = float(os.environ.get("VSEARCH_LOAD_SECONDS", "8"))
 CLIENTS = 6
+CHUNKED_MB = 300
 
 
 class Shop:
-    def __init__(self, url: str, catalog: Path, secret_dir: Path) -> None:
-        self.url, self.catalog, self.secret_dir = url, catalog, secret_dir
+    def __init__(self, url: str, catalog: Path, secret_dir: Path, pid: int) -> None:
+        self.url, self.catalog, self.secret_dir, self.pid = url, catalog, secret_dir, pid
 
     def api(self, **kw) -> httpx.Client:
         return httpx.Client(base_url=self.url, auth=AUTH, timeout=60, **kw)
@@ -54,7 +55,7 @@ def shop(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterator[
         uri, cache_dir, root / "serve.log", "--auth", ":".join(AUTH), "--max-upload-mb", "1"
     )
     try:
-        yield Shop(server.url, manifest.parent, secret)
+        yield Shop(server.url, manifest.parent, secret, server.proc.pid)
     finally:
         stop_server(server.proc)
 
@@ -287,17 +288,28 @@ def _chunked(total: int, boundary: str, name: str) -> Iterator[bytes]:
     yield f"\r\n--{boundary}--\r\n".encode()
 
 
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
 def test_upload_limits_hold_without_content_length(shop: Shop) -> None:
     headers = {"content-type": "multipart/form-data; boundary=zz"}
     with shop.api() as c:
+        peak = _peak_rss_mb(shop.pid)
         t0 = time.monotonic()
-        resp = c.post(
-            "/api/search/image", content=_chunked(64 * 1024 * 1024, "zz", "image"), headers=headers
-        )
+        body = _chunked(CHUNKED_MB * 1024 * 1024, "zz", "image")
+        resp = c.post("/api/search/image", content=body, headers=headers)
         took = time.monotonic() - t0
         assert resp.status_code == 413, resp.text[:200]
         assert resp.json()["error"] == "ImageError"
-        print(f"\n64 MB chunked upload refused in {took:.2f}s")
+        growth = _peak_rss_mb(shop.pid) - peak
+        print(
+            f"\n{CHUNKED_MB} MB chunked upload refused in {took:.2f}s; server peak +{growth:.0f} MB"
+        )
+        assert growth < CHUNKED_MB / 2  # refused while streaming, not buffered whole
         big = b"\xff\xd8\xff" + b"\0" * (2 * 1024 * 1024)
         assert c.post("/api/search/image", files={"image": ("big.jpg", big)}).status_code == 413
         # a decompression bomb small enough to upload is a 422, not an OOM or a 5xx
