@@ -22,6 +22,7 @@ from .state import ANY, QueryState, build_filters
 
 log = logging.getLogger(__name__)
 
+MISSING = Image.new("RGB", (96, 96), (225, 225, 225))
 CSS = "#status {font-size: 0.9em; opacity: 0.85} #message {min-height: 1.5em}"
 
 
@@ -62,7 +63,9 @@ class ShopApp:
         items = []
         for m in matches:
             img = self.thumbs.for_match(m)
-            if img is not None:
+            if img is None:  # keep the slot: gallery indices must match the results
+                items.append((MISSING, _caption(m) + " · image unavailable"))
+            else:
                 items.append((img, _caption(m)))
         return items
 

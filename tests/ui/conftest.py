@@ -192,6 +192,12 @@ def shop_page(chromium, live_server, request: pytest.FixtureRequest):
     """A fresh page on the live shop, loaded; a full-page screenshot is kept on failure."""
     page = chromium.new_page(viewport={"width": 1300, "height": 1000})
     page.set_default_timeout(60_000)
+    local = (live_server.url, "data:", "blob:")
+    page.outside_requests = []  # type: ignore[attr-defined]
+    page.on(
+        "request",
+        lambda r: None if r.url.startswith(local) else page.outside_requests.append(r.url),  # type: ignore[attr-defined]
+    )
     page.goto(live_server.url + "/", wait_until="load")
     page.wait_for_function(
         "document.querySelector('#status') && document.querySelector('#status').innerText.includes('items')"

@@ -138,3 +138,24 @@ def test_milvus_outage_shows_a_message(cache_dir) -> None:
     assert "cannot connect to Milvus" in status
     with pytest.raises(gr.Error, match="unavailable right now"):
         down.similar_by_id("x", 3)
+
+
+def test_text_search_shows_for_a_model_with_a_text_tower(shop: ShopApp, monkeypatch) -> None:
+    from ui.service import Status
+
+    real = shop.service.status()
+    monkeypatch.setattr(
+        shop.service, "status", lambda: Status(**{**real.__dict__, "has_text": True})
+    )
+    _, _, _, _, text_box, note = shop.on_load()
+    assert text_box["visible"] is True and note == ""
+
+
+def test_missing_image_keeps_its_gallery_slot(shop: ShopApp) -> None:
+    from search import Match
+
+    gone = Match("ghost", 0.5, "/nonexistent/ghost.jpg", {"title": "Ghost"})
+    real = shop.searcher.get("coffee-0")
+    items = shop._gallery([gone, real])
+    assert len(items) == 2 and items[0][1].endswith("image unavailable")
+    assert items[1][1].startswith("coffee view 0")

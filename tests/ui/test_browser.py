@@ -33,6 +33,7 @@ def test_upload_a_catalog_photo_and_see_it_first(shop_page, ui_catalog) -> None:
     assert caps[1].startswith("coffee view 0")
     scores = [float(c.rsplit("score ", 1)[1]) for c in caps]
     assert scores == sorted(scores, reverse=True) and len(caps) == 10
+    assert shop_page.outside_requests == []  # fonts, scripts, images: all from the server
 
 
 def test_click_a_result_and_see_its_neighbours(shop_page, ui_catalog) -> None:
