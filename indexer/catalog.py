@@ -49,6 +49,7 @@ class RowError:
 
     where: str
     reason: str
+    item_id: str = ""  # the row's id when it could be read: that item is kept, not deleted
 
 
 @dataclass
@@ -58,6 +59,12 @@ class Catalog:
     root: Path
     items: list[CatalogItem]
     errors: list[RowError]
+    complete: bool = True  # False when a manifest could not be read to its end
+
+    @property
+    def protected_ids(self) -> set[str]:
+        """Ids of rows that failed: their stored items stay (a bad row never deletes)."""
+        return {e.item_id for e in self.errors if e.item_id}
 
 
 def load_catalog(
@@ -83,7 +90,9 @@ def load_catalog(
     rows = _read_csv(path) if suffix == ".csv" else _read_jsonl(path)
     reader = _ManifestReader(root, roots, id_column, image_column, tuple(numeric_columns))
     items, errors = reader.read(rows, path.name)
-    return Catalog(root, items, errors)
+    if not reader.complete:
+        log.warning("%s could not be read to its end: this run deletes nothing", path)
+    return Catalog(root, items, errors, complete=reader.complete)
 
 
 def _walk_folder(root: Path) -> tuple[list[CatalogItem], list[RowError]]:
@@ -154,7 +163,7 @@ def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
                 except StopIteration:
                     break
                 except csv.Error as exc:
-                    yield reader.line_num, f"malformed CSV: {exc}"
+                    yield reader.line_num, _Fatal(f"malformed CSV (rows after it unread): {exc}")
                     break
                 line = reader.line_num
                 if None in row:
@@ -185,6 +194,10 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
         raise CatalogError(f"cannot read manifest {path}: {exc}") from exc
 
 
+class _Fatal(str):
+    """A row error after which the rest of the manifest could not be read."""
+
+
 class _ManifestReader:
     def __init__(
         self,
@@ -196,6 +209,7 @@ class _ManifestReader:
     ) -> None:
         self.root, self.roots = root, roots
         self.id_column, self.image_column, self.numeric = id_column, image_column, numeric
+        self.complete = True
 
     def read(self, rows: Any, name: str) -> tuple[list[CatalogItem], list[RowError]]:
         items: list[CatalogItem] = []
@@ -204,12 +218,13 @@ class _ManifestReader:
         for line, row in rows:
             where = f"{name}:{line}"
             if isinstance(row, str):
-                errors.append(RowError(where, row))
+                self.complete = self.complete and not isinstance(row, _Fatal)
+                errors.append(RowError(where, str(row)))
                 continue
             try:
                 item = self._item(row)
             except ValueError as exc:
-                errors.append(RowError(where, str(exc)))
+                errors.append(RowError(where, str(exc), self._peek_id(row)))
                 continue
             if item.id in seen:
                 errors.append(RowError(where, f"duplicate id {item.id!r} (first row kept)"))
@@ -217,6 +232,15 @@ class _ManifestReader:
             seen.add(item.id)
             items.append(item)
         return items, errors
+
+    def _peek_id(self, row: dict[str, Any]) -> str:
+        """The id of a row that failed, when it has a usable one ('' otherwise)."""
+        try:
+            item_id = str(row[self._pick(row, self.id_column, ID_COLUMNS)] or "").strip()
+        except (ValueError, KeyError):
+            return ""
+        ok = 0 < len(item_id) <= MAX_ID_LENGTH and all(ord(c) >= 0x20 for c in item_id)
+        return item_id if ok else ""
 
     def _pick(self, row: dict[str, Any], explicit: str | None, options: tuple[str, ...]) -> str:
         if explicit:

@@ -110,7 +110,9 @@ def run_index(
         fetched = fetch_catalog_urls(
             urls, settings.cache_dir, retries=settings.retries, backoff=settings.retry_backoff
         )
-        plan = make_plan(catalog.items, stored, fetched)
+        plan = make_plan(
+            catalog.items, stored, fetched, keep=catalog.protected_ids, may_delete=catalog.complete
+        )
         guard_deletions(
             plan,
             len(stored),

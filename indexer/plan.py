@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from search.errors import ImageError, SafetyRefusal
@@ -38,11 +38,16 @@ def make_plan(
     items: list[CatalogItem],
     stored: dict[str, StoredRow],
     fetched: Mapping[str, Fetched] | None = None,
+    *,
+    keep: Collection[str] = (),
+    may_delete: bool = True,
 ) -> Plan:
     """Diff ``items`` against ``stored``; URL items use their downloads in ``fetched``.
 
     A URL's signature is the hash of its bytes from the URL cache (a ``304`` keeps the
     cached bytes), so an unchanged URL is neither downloaded again nor re-embedded.
+    keep: stored ids never deleted (rows that failed to parse); may_delete=False (a
+    manifest read only in part) deletes nothing.
     """
     plan = Plan()
     fetched = fetched or {}
@@ -74,8 +79,8 @@ def make_plan(
             plan.retag.append(job)  # touched but identical bytes: no re-embedding
             continue
         plan.embed.append(job)
-    ids = {item.id for item in items}
-    plan.delete = [i for i in stored if i not in ids]
+    ids = {item.id for item in items} | set(keep)
+    plan.delete = [i for i in stored if i not in ids] if may_delete else []
     return plan
 
 

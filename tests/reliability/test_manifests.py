@@ -195,3 +195,30 @@ def test_no_file_outside_the_catalog_is_ever_read(
     rows_stored = stored_rows(MilvusStore(settings), report.collection)
     assert [r["id"] for r in rows_stored] == ["a"]
     assert rows_stored[0]["metadata"] == {"price": 10.0}
+
+
+def test_bad_rows_and_truncated_manifests_never_delete(
+    root: Path, settings: Settings, embedder
+) -> None:
+    def write(lines: list[str]) -> Path:
+        return _write(root / "m.csv", "id,image,price\n" + "".join(f"{x}\n" for x in lines))
+
+    first = run_index(
+        write(["a,img/a.jpg,1", "b,img/b.jpg,2", "c,img/a.jpg,3", "d,img/b.jpg,4"]),
+        settings,
+        embedder=embedder,
+    )
+    assert first.count == 4
+    # b has a bad price, c left the catalog, and a broken quote hides d: delete nothing
+    cut = run_index(
+        write(["a,img/a.jpg,1", "b,img/b.jpg,abc", '"d,img/b.jpg,4']), settings, embedder=embedder
+    )
+    assert cut.deleted == 0 and cut.count == 4
+    assert any("rows after it unread" in f.reason for f in cut.row_errors)
+    # read to the end: c is deleted, b (a row error) keeps its indexed item and metadata
+    full = run_index(
+        write(["a,img/a.jpg,1", "b,img/b.jpg,abc", "d,img/b.jpg,4"]), settings, embedder=embedder
+    )
+    assert full.deleted == 1 and full.count == 3
+    stored = {r["id"]: r for r in stored_rows(MilvusStore(settings), full.collection)}
+    assert set(stored) == {"a", "b", "d"} and stored["b"]["metadata"] == {"price": 2.0}
