@@ -102,3 +102,40 @@ def test_oversized_photo_shows_a_clear_error(shop_page, tmp_path) -> None:
     text = toast.inner_text().lower()
     assert "size" in text or "large" in text, text
     assert captions(shop_page) == []
+
+
+@pytest.fixture(scope="module")
+def down_server(tmp_path_factory, cache_dir):
+    """A server whose Milvus is not there (a closed port): it must still serve the page."""
+    from .conftest import free_port, start_server, stop_server
+
+    root = tmp_path_factory.mktemp("ui-down")
+    server = start_server(f"http://127.0.0.1:{free_port()}", cache_dir, root / "serve.log")
+    try:
+        yield server
+    finally:
+        stop_server(server.proc)
+
+
+def test_milvus_outage_is_a_message_not_a_blank_page(chromium, down_server, ui_catalog, request):
+    from .conftest import ARTIFACTS
+
+    page = chromium.new_page(viewport={"width": 1300, "height": 1000})
+    page.set_default_timeout(60_000)
+    try:
+        page.goto(down_server.url + "/", wait_until="load")
+        page.wait_for_function(
+            "(document.querySelector('#status')?.innerText || '').includes('Milvus')"
+        )
+        assert "cannot connect to Milvus" in page.inner_text("#status")
+        upload(page, ui_catalog.parent / "img" / "coffee-0.jpg")
+        toast = page.locator(".toast-body", has_text="unavailable right now")
+        toast.wait_for()
+        assert "try again" in toast.inner_text()
+        assert captions(page) == []
+    except Exception:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
+        raise
+    finally:
+        page.close()
