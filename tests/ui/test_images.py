@@ -1,0 +1,50 @@
+"""Which stored image references the server is willing to serve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from search import ItemNotFound, Match
+from ui.images import Thumbnails, ref_of
+
+
+def test_url_images_are_handed_back_as_urls() -> None:
+    m = Match("u1", 0.9, "https://shop.example/img/u1.jpg", {})
+    assert ref_of(m).url == "https://shop.example/img/u1.jpg" and ref_of(m).path is None
+    assert Thumbnails().for_match(m) == "https://shop.example/img/u1.jpg"
+
+
+def test_local_images_are_served_with_their_type(tmp_path: Path) -> None:
+    path = tmp_path / "a.png"
+    Image.new("RGB", (800, 400), "red").save(path)
+    ref = ref_of(Match("a", 1.0, str(path), {}))
+    assert ref.path == path and ref.media_type == "image/png"
+    thumb = Thumbnails(px=100).for_match(Match("a", 1.0, str(path), {}))
+    assert isinstance(thumb, Image.Image) and thumb.size == (100, 50)
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "",
+        "relative/a.jpg",
+        "/etc/passwd",
+        "/etc/hostname",
+        "/nonexistent/x.jpg",
+        "file:///etc/passwd",
+    ],
+)
+def test_anything_else_is_not_served(stored: str, tmp_path: Path) -> None:
+    with pytest.raises(ItemNotFound):
+        ref_of(Match("x", 1.0, stored, {}))
+    assert Thumbnails().for_match(Match("x", 1.0, stored, {})) is None
+
+
+def test_a_non_image_file_is_not_served_even_with_an_image_name(tmp_path: Path) -> None:
+    fake = tmp_path / "fake.jpg"
+    fake.write_text("secret text")
+    assert ref_of(Match("f", 1.0, str(fake), {})).path == fake  # the route serves bytes as stored
+    assert Thumbnails().for_match(Match("f", 1.0, str(fake), {})) is None  # the page does not
