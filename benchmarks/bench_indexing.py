@@ -46,8 +46,13 @@ def preprocessed(embedder: Any, paths: list[Path], n: int) -> Any:
     return torch.stack(tensors)
 
 
-def forward_rate(embedder: Any, pixels: Any, batch: int, threads: int, min_images: int) -> float:
-    """Images/s of ``embed_tensors`` on already preprocessed pixels."""
+def forward_rate(
+    embedder: Any, pixels: Any, batch: int, threads: int, min_images: int, max_s: float = 15.0
+) -> float:
+    """Images/s of ``embed_tensors`` on already preprocessed pixels.
+
+    Runs ``min_images`` images, or at least one batch when that takes over ``max_s``.
+    """
     import torch
 
     torch.set_num_threads(threads)
@@ -56,7 +61,7 @@ def forward_rate(embedder: Any, pixels: Any, batch: int, threads: int, min_image
     if embedder.device.startswith("cuda"):
         torch.cuda.synchronize()
     done, start, t0 = 0, 0, time.perf_counter()
-    while done < min_images:
+    while done < min_images and not (done >= batch and time.perf_counter() - t0 > max_s):
         chunk = pixels[start : start + batch]
         if len(chunk) < batch:
             start, chunk = 0, pixels[:batch]
