@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -52,12 +53,31 @@ class ServerHandle:
             os.waitpid(pid, 0)
 
 
-def start_milvus_server(base_dir: Path, *, session_ttl: int | None = None) -> ServerHandle:
+def start_milvus_server(
+    base_dir: Path, *, session_ttl: int | None = None, attempts: int = 2
+) -> ServerHandle:
     """Start ``milvus run standalone`` from the ``milvus`` wheel; wait until it answers.
 
     ``session_ttl`` (seconds, default 30) bounds how long a restart on the same ``base_dir``
-    after a SIGKILL waits for the dead process's etcd session to expire.
+    after a SIGKILL waits for the dead process's etcd session to expire. On a loaded machine
+    a restart can panic while the old sessions linger (its proxy gives up waiting for the
+    query coordinator): it is started again, up to ``attempts`` times.
     """
+    for attempt in range(1, attempts + 1):
+        try:
+            return _start_once(base_dir, session_ttl)
+        except ServerDied:
+            if attempt == attempts:
+                raise
+            time.sleep(2)
+    raise AssertionError("unreachable")
+
+
+class ServerDied(RuntimeError):
+    """The server process exited while starting."""
+
+
+def _start_once(base_dir: Path, session_ttl: int | None) -> ServerHandle:
     try:
         from milvus import MilvusServer, MilvusServerConfig
     except ImportError:  # pragma: no cover - depends on the environment
@@ -65,8 +85,19 @@ def start_milvus_server(base_dir: Path, *, session_ttl: int | None = None) -> Se
             "server tests need the Milvus server wheel: pip install --no-deps 'milvus==2.3.5' "
             f"(the `server` extra), set {ENV_EXTERNAL}, or deselect them with -m 'not server'"
         )
-    etcd_client, etcd_peer = _free_ports(2)
-    server = MilvusServer(MilvusServerConfig(etcd_port=etcd_client), wait_for_started=False)
+    ports_file = base_dir / "vsearch-ports.json"
+    if ports_file.is_file():
+        # A restart: etcd's member data remembers its peer URL, and the dead process's
+        # sessions (kept for their TTL) name each component's address: reuse every port.
+        ports = json.loads(ports_file.read_text())
+        etcd_client, etcd_peer = ports.pop("etcd_client"), ports.pop("etcd_peer")
+    else:
+        ports = {}
+        etcd_client, etcd_peer = _free_ports(2)
+        base_dir.mkdir(parents=True, exist_ok=True)
+    config = MilvusServerConfig(**ports)
+    config.try_bind_port = _bind_reusable  # a port of the killed process may be in TIME_WAIT
+    server = MilvusServer(config, wait_for_started=False)
     server.set_base_dir(str(base_dir))
     if session_ttl is not None:
         server.config.set("common.session.ttl", session_ttl)
@@ -74,16 +105,24 @@ def start_milvus_server(base_dir: Path, *, session_ttl: int | None = None) -> Se
     # second server on the machine (another test session, the restart test) cannot start.
     etcd_conf = base_dir / "embed-etcd.yaml"
     etcd_conf.write_text(_ETCD_CONF.format(client=etcd_client, peer=etcd_peer))
-    saved = os.environ.get("ETCD_CONFIG_PATH")
-    os.environ["ETCD_CONFIG_PATH"] = str(etcd_conf)  # read by milvus (etcd.config.path)
+    # milvus reads these over its yaml (etcd.config.path, etcd.endpoints)
+    env = {"ETCD_CONFIG_PATH": str(etcd_conf), "ETCD_ENDPOINTS": f"127.0.0.1:{etcd_client}"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # MilvusServer.start() copies os.environ for the child
     try:
         server.start()  # picks free ports from 19530 / 9091 upwards
     finally:
-        if saved is None:
-            os.environ.pop("ETCD_CONFIG_PATH", None)
-        else:
-            os.environ["ETCD_CONFIG_PATH"] = saved
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     proc = server.server_proc
+    chosen = {k: server.config.get(k) for k in server.config_keys if k.endswith("_port")}
+    chosen = {k: v for k, v in chosen.items() if k != "etcd_port"}
+    ports_file.write_text(
+        json.dumps({**chosen, "etcd_client": etcd_client, "etcd_peer": etcd_peer})
+    )
     handle = ServerHandle(
         uri=f"http://127.0.0.1:{server.listen_port}",
         pid=proc.pid,
@@ -110,6 +149,19 @@ initial-cluster: default=http://127.0.0.1:{peer}
 """
 
 
+def _bind_reusable(port: int) -> socket.socket | None:
+    """MilvusServerConfig.try_bind_port with SO_REUSEADDR, as the Go server binds."""
+    sock = socket.socket()
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+        return sock
+    except OSError:
+        sock.close()
+        return None
+
+
 def _free_ports(n: int) -> list[int]:
     socks = [socket.socket() for _ in range(n)]
     try:
@@ -129,7 +181,7 @@ def _wait_healthy(handle: ServerHandle, proc) -> None:  # noqa: ANN001 - a Popen
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"Milvus exited with {proc.returncode}; see {handle.base_dir}/logs")
+            raise ServerDied(f"Milvus exited with {proc.returncode}; see {handle.base_dir}/logs")
         try:
             with urllib.request.urlopen(handle.health_url, timeout=2) as resp:  # noqa: S310
                 if b"OK" in resp.read():
