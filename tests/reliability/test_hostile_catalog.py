@@ -19,6 +19,7 @@ from tests.helpers import photo
 from . import hostile
 from .checks import stored_rows
 
+pytestmark = pytest.mark.slow
 FILES = hostile.catalog_files()
 
 
