@@ -68,13 +68,28 @@ class MilvusStore:
         if self.settings.is_lite:
             Path(uri).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
             uri = str(Path(uri).expanduser().resolve())
-        try:
-            return MilvusClient(uri=uri, token=self.settings.token or "", timeout=30)
-        except Exception as exc:
-            text = f"{exc}"
-            if self.settings.is_lite and ("lock" in text.lower() or "Open local milvus" in text):
-                raise StoreLockedError(LITE_LOCKED_HINT.format(uri=self.settings.uri)) from exc
-            raise StoreError(f"cannot connect to Milvus at {self.settings.uri}: {text}") from exc
+        # A server that is restarting gets the same bounded retries as any call; Lite opens
+        # in process (a lock held by another process will not go away by waiting).
+        attempts = 1 if self.settings.is_lite else max(1, self.settings.retries + 1)
+        for attempt in range(1, attempts + 1):
+            try:
+                return MilvusClient(uri=uri, token=self.settings.token or "", timeout=30)
+            except Exception as exc:
+                text = f"{exc}"
+                if self.settings.is_lite and (
+                    "lock" in text.lower() or "Open local milvus" in text
+                ):
+                    raise StoreLockedError(LITE_LOCKED_HINT.format(uri=self.settings.uri)) from exc
+                if attempt == attempts or not _transient(exc):
+                    raise StoreError(
+                        f"cannot connect to Milvus at {self.settings.uri}: {text}"
+                    ) from exc
+                delay = self.settings.retry_backoff * 2 ** (attempt - 1)
+                log.warning(
+                    "cannot connect to Milvus (%s); retry %d in %.1fs", _short(exc), attempt, delay
+                )
+                time.sleep(delay)
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         if self._client is not None:

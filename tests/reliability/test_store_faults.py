@@ -4,6 +4,8 @@ and collections of another model, schema or origin are refused, never overwritte
 from __future__ import annotations
 
 import json
+import logging
+import threading
 import time
 from pathlib import Path
 
@@ -144,3 +146,25 @@ def test_check_model_refuses_in_process(server: LiteServer, settings: Settings, 
     with pytest.raises(ProvenanceMismatch, match="was built with model"):
         store.check_model("c1", embedder.info)
     assert issubclass(ProvenanceMismatch, StoreError) and ProvenanceMismatch.exit_code == 2
+
+
+def test_connect_retries_while_the_server_starts(
+    tmp_path: Path, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """cron starts the indexer while Milvus is still restarting: bounded connect retries."""
+    srv = LiteServer(tmp_path / "late" / "lite.db")
+    srv.data_dir.parent.mkdir(parents=True)
+    later = threading.Timer(2.0, srv.start)
+    s = settings.replace(uri=srv.uri, retries=6, retry_backoff=0.5)  # waits up to 31.5 s
+    later.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="search.store"):
+            t0 = time.monotonic()
+            store = MilvusStore(s)
+            assert store.exists("nothing") is False
+            took = time.monotonic() - t0
+        assert "cannot connect to Milvus" in caplog.text and "retry 1" in caplog.text
+        assert took > 1.5
+    finally:
+        later.join()
+        srv.kill()
