@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import stat
 import warnings
 from pathlib import Path
 
@@ -46,7 +47,12 @@ def open_image(
     else:
         path = Path(source)
         try:
-            if path.stat().st_size == 0:
+            st = path.stat()
+            if stat.S_ISDIR(st.st_mode):
+                raise ImageError("is a directory")
+            if not stat.S_ISREG(st.st_mode):  # a FIFO would block the decoder forever
+                raise ImageError("not a regular file (FIFO, socket or device)")
+            if st.st_size == 0:
                 raise ImageError("empty file (0 bytes)")
         except OSError as exc:
             raise ImageError(f"cannot read file: {exc.strerror or exc}") from exc

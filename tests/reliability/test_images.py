@@ -87,8 +87,14 @@ def test_special_paths_raise_image_error(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "fifo.jpg")
     os.symlink(tmp_path / "loop-b.jpg", tmp_path / "loop-a.jpg")
     os.symlink(tmp_path / "loop-a.jpg", tmp_path / "loop-b.jpg")
-    for name in ("dir.jpg", "fifo.jpg", "loop-a.jpg", "missing.jpg"):
-        with pytest.raises(ImageError):
+    expected = {
+        "dir.jpg": "is a directory",
+        "fifo.jpg": "not a regular file",
+        "loop-a.jpg": "symbolic links",
+        "missing.jpg": "cannot read file",
+    }
+    for name, reason in expected.items():
+        with pytest.raises(ImageError, match=reason):
             open_image(tmp_path / name)
 
 
