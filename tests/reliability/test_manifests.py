@@ -27,7 +27,14 @@ def _audit(event: str, args: tuple) -> None:
         _OPENED.append(os.fsdecode(args[0]))
 
 
-sys.addaudithook(_audit)
+_HOOKED: list[bool] = []
+
+
+def _watch_opens() -> None:
+    """Install the audit hook once (hooks cannot be removed: it is idle when not watching)."""
+    if not _HOOKED:
+        sys.addaudithook(_audit)
+        _HOOKED.append(True)
 
 
 def _errors(path: Path, **kw) -> dict[str, str]:
@@ -182,6 +189,7 @@ def test_no_file_outside_the_catalog_is_ever_read(
         {"id": "", "image": "img/b.jpg", "price": "2"},
     ]
     manifest = _write(root / "m.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    _watch_opens()
     _OPENED = []
     try:
         report = run_index(manifest, settings, embedder=embedder)
