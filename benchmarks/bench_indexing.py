@@ -217,7 +217,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         embedder, pixels, best_fw["batch"], best_fw["threads"], args.min_images
     )
 
-    with tempfile.TemporaryDirectory(prefix="vsearch-bench-") as tmpdir:
+    with tempfile.TemporaryDirectory(prefix="vsearch-bench-", ignore_cleanup_errors=True) as tmpdir:
         tmp = Path(tmpdir)
         default = device_defaults(device)
         # indexer tuning sweep

@@ -184,7 +184,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "workload": workload.describe(manifest.parent),
     }
     runs = []
-    with tempfile.TemporaryDirectory(prefix="vsearch-bench-mem-") as tmpdir:
+    with tempfile.TemporaryDirectory(
+        prefix="vsearch-bench-mem-", ignore_cleanup_errors=True
+    ) as tmpdir:
         for n in sorted(args.sizes):
             source = manifest if n == biggest else prefix_manifest(manifest, n)
             row = {"catalog": n, **measure(source, Path(tmpdir), f"m{n}")}

@@ -236,7 +236,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                       "synthetic_noise": args.noise, "sizes": args.sizes}  # fmt: skip
     result["embedding"] = embed_latency(args, embedder, [paths[i] for i in q_idx])
     result["search"] = numpy_floor(args, data)
-    with tempfile.TemporaryDirectory(prefix="vsearch-bench-search-") as tmp:
+    with tempfile.TemporaryDirectory(
+        prefix="vsearch-bench-search-", ignore_cleanup_errors=True
+    ) as tmp:
         result["search"] += bench_backend(
             args, "milvus-lite", str(Path(tmp) / "bench.db"), data, embedder.info
         )
