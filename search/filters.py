@@ -146,19 +146,16 @@ def compile_filters(filters: Mapping[str, Any] | None) -> str:
 _OPS = ((">=", "gte"), ("<=", "lte"), ("!=", None), (">", "gt"), ("<", "lt"), ("=", "eq"))
 
 
-def parse_filter_args(args: list[str], numeric_columns: tuple[str, ...] = ("price",)) -> dict[str, Any]:
+def parse_filter_args(
+    args: list[str], numeric_columns: tuple[str, ...] = ("price",)
+) -> dict[str, Any]:
     """Parse command-line filters: ``key=value``, ``key=a|b`` (any of), ``key>=10``, ``key<50``.
 
     Clauses on the same key are merged (``price>=10 price<50`` is one range).
     """
     out: dict[str, Any] = {}
     for arg in args:
-        for token, op in _OPS:
-            key, sep, value = arg.partition(token)
-            if sep and key and "=" not in key and "<" not in key and ">" not in key:
-                break
-        else:
-            raise ConfigError(f"cannot parse filter {arg!r}; use key=value, key=a|b, key>=n, key<n")
+        key, op, value = _split_filter(arg)
         if op is None:
             raise ConfigError(f"filter {arg!r}: '!=' is not supported")
         key = key.strip()
@@ -170,6 +167,15 @@ def parse_filter_args(args: list[str], numeric_columns: tuple[str, ...] = ("pric
         bounds[op] = _cli_value(value, True, arg)
         out[key] = bounds
     return out
+
+
+def _split_filter(arg: str) -> tuple[str, str | None, str]:
+    """Split ``key<op>value`` at its first comparison operator."""
+    for token, op in _OPS:
+        key, sep, value = arg.partition(token)
+        if sep and key and "=" not in key and "<" not in key and ">" not in key:
+            return key, op, value
+    raise ConfigError(f"cannot parse filter {arg!r}; use key=value, key=a|b, key>=n, key<n")
 
 
 def _cli_value(raw: str, numeric: bool, arg: str) -> Any:

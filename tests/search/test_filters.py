@@ -79,3 +79,5 @@ def test_cli_filter_syntax() -> None:
         parse_filter_args(["price>=cheap"])
     with pytest.raises(ConfigError):
         parse_filter_args(["nonsense"])
+    with pytest.raises(ConfigError, match="not supported"):
+        parse_filter_args(["brand!=Acme"])
