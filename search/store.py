@@ -2,13 +2,12 @@
 
 One code path for Milvus Lite (a local ``.db`` path, the default) and a Milvus server
 (``http://host:19530`` plus token). Each physical collection records the provenance of the
-model that filled it (a collection property); an alias names the live collection, so a
+model that filled it (see :mod:`search.schema`); an alias names the live collection, so a
 model change is a blue-green switch (:meth:`MilvusStore.set_alias`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -26,18 +25,21 @@ from .errors import (
     StoreLockedError,
     VSearchError,
 )
+from .filters import quote
+from .schema import (
+    FINGERPRINT_FIELDS,
+    OUTPUT_FIELDS,
+    PROVENANCE_KEY,
+    build_schema,
+    provenance_record,
+    read_provenance,
+    vector_index,
+)
 from .types import CollectionInfo, Match, StoredRow
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-PROVENANCE_KEY = "vsearch.provenance"
-DESCRIPTION_PREFIX = PROVENANCE_KEY + "="
-SCHEMA_VERSION = 1
-ID_MAX = 1024
-IMAGE_MAX = 4096
-OUTPUT_FIELDS = ["id", "image", "metadata"]
-FINGERPRINT_FIELDS = ["id", "content_hash", "meta_hash", "source_sig"]
 LITE_LOCKED_HINT = (
     "the Milvus Lite database {uri} is held by another process (Lite allows one process per "
     "database). To share it, run `vsearch milvus-server --data-dir {uri}` as its only opener "
@@ -142,34 +144,9 @@ class MilvusStore:
         return physical
 
     def create(self, name: str, model: ModelInfo) -> None:
-        from pymilvus import DataType, MilvusClient
-
-        s = self.settings
-        provenance = {"schema": SCHEMA_VERSION, "metric": s.metric, "model": model.to_dict()}
-        record = json.dumps(provenance, sort_keys=True)
-        # Milvus 2.3 servers drop collection properties on restart; the schema description
-        # persists there (Lite keeps properties but not the description): write both.
-        schema = MilvusClient.create_schema(
-            auto_id=False, enable_dynamic_field=False, description=DESCRIPTION_PREFIX + record
-        )
-        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=ID_MAX)
-        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=model.dim)
-        schema.add_field("image", DataType.VARCHAR, max_length=IMAGE_MAX)
-        schema.add_field("content_hash", DataType.VARCHAR, max_length=64)
-        schema.add_field("meta_hash", DataType.VARCHAR, max_length=64)
-        schema.add_field("source_sig", DataType.VARCHAR, max_length=128)
-        schema.add_field("metadata", DataType.JSON)
-        index = self.client.prepare_index_params()
-        params = (
-            {"M": s.hnsw_m, "efConstruction": s.hnsw_ef_construction}
-            if s.index_type.startswith("HNSW")
-            else {}
-        )
-        if s.index_type.startswith("IVF"):
-            params = {"nlist": 1024}
-        index.add_index(
-            field_name="vector", index_type=s.index_type, metric_type=s.metric, params=params
-        )
+        record = provenance_record(model, self.settings.metric)
+        schema = build_schema(model, record)
+        index = vector_index(self.client, self.settings)
         self._call(
             "create_collection",
             self.client.create_collection,
@@ -190,26 +167,7 @@ class MilvusStore:
     def provenance(self, name: str) -> ModelInfo | None:
         """The model recorded on a physical collection (None if it has no vsearch record)."""
         desc = self._call("describe_collection", self.client.describe_collection, name)
-        raw = (desc.get("properties") or {}).get(PROVENANCE_KEY)
-        description = str(desc.get("description") or "")
-        if not raw and description.startswith(DESCRIPTION_PREFIX):
-            raw = description[len(DESCRIPTION_PREFIX) :]
-        if not raw:
-            return None
-        try:
-            data = json.loads(raw)
-            schema = data.get("schema")
-            model = ModelInfo.from_dict(data["model"]) if schema == SCHEMA_VERSION else None
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise ProvenanceMismatch(
-                f"collection {name!r} has an unreadable vsearch provenance record ({exc!r})"
-            ) from exc
-        if model is None:
-            raise ProvenanceMismatch(
-                f"collection {name!r} has schema {schema}, expected {SCHEMA_VERSION}"
-            )
-        _check_fields(name, desc, model.dim)
-        return model
+        return read_provenance(name, desc)
 
     def check_model(self, name: str, model: ModelInfo) -> None:
         """Refuse to touch a collection built by another model (or not by vsearch at all)."""
@@ -290,7 +248,7 @@ class MilvusStore:
         ids = list(ids)
         for start in range(0, len(ids), 500):
             batch = ids[start : start + 500]
-            expr = f"id in [{', '.join(json.dumps(i) for i in batch)}]"
+            expr = f"id in [{', '.join(quote(str(i)) for i in batch)}]"
             self._call("delete", self.client.delete, name, filter=expr)
         return len(ids)
 
@@ -327,8 +285,6 @@ class MilvusStore:
         fields = OUTPUT_FIELDS + FINGERPRINT_FIELDS[1:] + (["vector"] if vectors else [])
         # pymilvus's get() pastes ids into an expression unescaped (an id with ' or \ breaks
         # it); query with properly quoted literals instead.
-        from .filters import quote
-
         expr = f"id in [{', '.join(quote(str(i)) for i in ids)}]"
         rows = self._call("get", self.client.query, name, filter=expr, output_fields=fields)
         by_id = {r["id"]: dict(r) for r in rows}
@@ -369,23 +325,6 @@ class MilvusStore:
         values = {r["metadata"].get(key) for r in rows if isinstance(r.get("metadata"), dict)}
         values.discard(None)
         return sorted(values, key=lambda v: (str(type(v)), v))[:limit]
-
-
-def _check_fields(name: str, desc: dict[str, Any], dim: int) -> None:
-    """Refuse a collection whose fields are not vsearch's, whatever its provenance says."""
-    fields = {f.get("name"): f for f in desc.get("fields") or [] if isinstance(f, dict)}
-    missing = [f for f in ["vector", *FINGERPRINT_FIELDS, *OUTPUT_FIELDS] if f not in fields]
-    if missing:
-        raise ProvenanceMismatch(
-            f"collection {name!r} does not have the vsearch schema (missing field(s) "
-            f"{', '.join(sorted(set(missing)))}); refusing to use it"
-        )
-    got = (fields["vector"].get("params") or {}).get("dim")
-    if got is not None and int(got) != dim:
-        raise ProvenanceMismatch(
-            f"collection {name!r} stores {got}-d vectors but its model record says {dim}-d; "
-            "refusing to use it"
-        )
 
 
 def _to_match(hit: Any) -> Match:

@@ -97,3 +97,16 @@ def test_lite_database_held_by_another_process_says_what_to_do(settings) -> None
         holder.wait(timeout=30)
     time.sleep(0.5)
     assert MilvusStore(settings).client.list_collections() == []
+
+
+def test_ids_with_quotes_backslashes_and_unicode_round_trip(settings) -> None:
+    store = MilvusStore(settings)
+    store.create("c1", MODEL)
+    rows = _rows(4)
+    odd = ["café/photo é.jpg", 'say "cheese".jpg', "back\\slash.jpg", "it's.jpg"]
+    for row, new_id in zip(rows, odd, strict=True):
+        row["id"] = new_id
+    store.upsert("c1", rows)
+    assert [r["id"] for r in store.get("c1", odd)] == odd
+    assert store.delete("c1", odd[:3]) == 3
+    assert set(store.fingerprints("c1")) == {"it's.jpg"}
