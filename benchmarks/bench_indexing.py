@@ -256,15 +256,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         summary["best_forward"] = best_fw
         result["repeats"], result["summary"] = reps, summary
         # ablation
-        abl = []
-        for name, t in ablations(device, default):
-            r = index_rate(manifest, embedder, t, tmp, "ablation")
-            abl.append({"variant": name, **r})
-            log.info("ablation %s: %.1f img/s", name, r["img_s"])
-        base = abl[0]["img_s"]
-        for row in abl:
-            row["vs_all_on"] = row["img_s"] / base
-        result["ablation"] = abl
+        # Round-robin rounds so that a drift of the machine's load hits every variant alike.
+        variants = ablations(device, default)
+        rates: dict[str, list[float]] = {name: [] for name, _ in variants}
+        for k in range(args.ablation_rounds):
+            for name, t in variants:
+                r = index_rate(manifest, embedder, t, tmp, "ablation")
+                rates[name].append(r["img_s"])
+                log.info("ablation round %d %s: %.1f img/s", k, name, r["img_s"])
+        base = common.median(rates[variants[0][0]])
+        result["ablation"] = [
+            {
+                "variant": name,
+                "img_s": common.median(rates[name]),
+                "rounds": rates[name],
+                "embedded": args.count,
+                "vs_all_on": common.median(rates[name]) / base,
+            }
+            for name, _ in variants
+        ]
     return result
 
 
@@ -317,6 +327,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--max-side", type=int, default=1200)
     p.add_argument("--naive-count", type=int, default=200)
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--ablation-rounds", type=int, default=2)
     p.add_argument("--batches", type=int, nargs="+", default=[1, 4, 8, 16, 32, 64])
     p.add_argument("--threads", type=int, nargs="+", default=None)
     p.add_argument("--index-batches", type=int, nargs="+", default=[4, 8, 16])
@@ -329,6 +340,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = p.parse_args(argv)
     if args.quick:
         args.count, args.naive_count, args.repeats = min(args.count, 16), 4, 1
+        args.ablation_rounds = 1
         args.batches, args.min_images, args.min_side, args.max_side = [4], 8, 256, 320
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     result = run(args)

@@ -128,8 +128,22 @@ def build_store(uri: str, name: str, vectors: np.ndarray, settings_kw: dict, inf
         store.upsert(name, rows[start : start + 2000])
     store.flush(name)
     store.count(name)
+    wait_for_index(store, name, vectors[:8])
     log.info("%s: %d rows in %.1f s", name, len(rows), time.perf_counter() - t0)
     return store
+
+
+def wait_for_index(store: Any, name: str, probe: np.ndarray, limit_s: float = 600) -> None:
+    """Lite builds indexes in the background after a flush: wait until searches settle."""
+    deadline, last = time.monotonic() + limit_s, None
+    while time.monotonic() < deadline:
+        t0 = time.perf_counter()
+        store.search(name, probe, limit=K)
+        took = time.perf_counter() - t0
+        if last is not None and took < 1.5 * last and took < 1.0:
+            return
+        last = took
+        time.sleep(2)
 
 
 def search_ids(store: Any, name: str, queries: np.ndarray, ef: int | None) -> np.ndarray:
@@ -306,12 +320,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--latency-n", type=int, default=60)
     p.add_argument("--server", action="store_true", help="also the Milvus 2.3.5 server")
+    p.add_argument("--only-hnsw-ef", type=int, nargs="+", help="only HNSW-M16-efc200 at these ef")
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--results", type=Path, default=common.RESULTS)
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--quick", action="store_true")
     args = p.parse_args(argv)
     args.configs = CONFIGS
+    if args.only_hnsw_ef:
+        args.configs = [{**CONFIGS[1], "ef": args.only_hnsw_ef}]
     if args.quick:
         args.real, args.queries, args.sizes, args.latency_n = 48, 8, [200], 4
         args.configs = [CONFIGS[0], {**CONFIGS[1], "ef": [16]}]

@@ -1,11 +1,12 @@
 """Per-device defaults for batch size, DataLoader workers, torch threads and pipeline stages.
 
-The figures behind these defaults come from ``benchmarks/bench_indexing.py`` (its sweep and
-ablation tables; see docs/benchmarks.md). On a 2-core CPU, EfficientNet-Lite0 runs fastest
-at small batches, and one decode worker next to a model on the remaining cores keeps the
-machine busy without oversubscription (a model thread per core plus busy workers makes the
-threads fight and halves throughput). On CUDA the model is rarely the bottleneck: large
-batches, several decode workers and a single torch thread in the main process.
+The figures behind these defaults come from ``benchmarks/bench_indexing.py`` (its sweeps and
+ablation; see docs/benchmarks.md). On the 2-core CPU, EfficientNet-Lite0 runs fastest at
+batch 4-8 (batch 4 at least as fast as 8 in every sweep; 16+ slower), and 2 torch threads
+were 3-10x slower than 1 whenever the cores were busy (OpenMP threads spin-wait for each
+other): one model thread plus one decode worker. Above 4 cores the split (a worker per 4
+cores, the rest to the model) and the CUDA defaults (large batches, several decode workers,
+one torch thread) are extrapolated, not measured: re-run the sweep on such a machine.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def device_defaults(device: str, cores: int | None = None) -> Tuning:
         return Tuning(batch_size=128, workers=min(8, max(2, cores - 1)), threads=1)
     workers = 1 if cores <= 4 else min(4, cores // 4)
     threads = max(1, cores - workers) if cores > 2 else 1
-    return Tuning(batch_size=8, workers=workers, threads=threads)
+    return Tuning(batch_size=4, workers=workers, threads=threads)
 
 
 def choose(settings: Settings, device: str) -> Tuning:

@@ -19,7 +19,7 @@ from tests.helpers import photo, product_catalog
 
 def test_cpu_defaults_leave_a_core_to_the_decode_worker() -> None:
     two = device_defaults("cpu", cores=2)
-    assert (two.batch_size, two.workers, two.threads) == (8, 1, 1)
+    assert (two.batch_size, two.workers, two.threads) == (4, 1, 1)
     big = device_defaults("cpu", cores=16)
     assert big.workers == 4 and big.threads == 12
     assert big.draft and big.batched_preprocess and big.async_writes and not big.device_decode
