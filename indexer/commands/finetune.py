@@ -46,6 +46,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--holdout", type=float, default=0.2, help="eval's held-out query fraction")
     p.add_argument("--val-fraction", type=float, default=0.2, help="validation fraction")
     p.add_argument("--max-items", type=int, default=0, help="train on a seeded sample of N items")
+    p.add_argument(
+        "--extra-train",
+        metavar="SOURCE",
+        help="a second labelled catalog used for training only (more labelled photos)",
+    )
     p.add_argument("--no-augment", action="store_true", help="partial/full: no augmentation")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
@@ -80,6 +85,7 @@ def _options(args: argparse.Namespace) -> Any:
         holdout=args.holdout,
         val_fraction=args.val_fraction,
         max_items=args.max_items,
+        extra_train=args.extra_train,
         augment=not args.no_augment,
         seed=args.seed,
     )

@@ -11,11 +11,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from search.errors import ConfigError
+from search.errors import ConfigError, ImageError
 from search.images import open_image
 
 from ..evaluation.labels import LabelledCatalog, holdout_mask
 from ..fetch import read_image_bytes
+from ..hashing import content_hash
 
 
 @dataclass
@@ -50,6 +51,39 @@ def make_split(
     if split.train.size < 2 or len({pool.labels[i] for i in split.train}) < 2:
         raise ConfigError("too few training items (need at least two labels) after the split")
     return pool, split
+
+
+def add_training_items(
+    pool: LabelledCatalog, split: Split, extra: LabelledCatalog, exclude: LabelledCatalog
+) -> tuple[LabelledCatalog, Split, int]:
+    """Append ``extra``'s items to ``pool`` as training items only.
+
+    Items whose id or image content (hash) is also in ``exclude`` (the whole catalog being
+    fine-tuned, held-out queries included) are dropped: a held-out or validation photo must
+    never train. Returns the new pool, the new split and how many items were dropped.
+    """
+    ids = set(exclude.ids)
+    hashes = {_hash(item.image) for item in exclude.items} - {None}
+    keep = [
+        n
+        for n, item in enumerate(extra.items)
+        if item.id not in ids and _hash(item.image) not in hashes
+    ]
+    start = len(pool)
+    merged = LabelledCatalog(
+        pool.items + [extra.items[n] for n in keep],
+        pool.labels + [extra.labels[n] for n in keep],
+        pool.label_column,
+    )
+    train = np.concatenate([split.train, np.arange(start, len(merged))])
+    return merged, Split(train, split.val, split.held_out), len(extra) - len(keep)
+
+
+def _hash(ref: str) -> str | None:
+    try:
+        return content_hash(read_image_bytes(ref))
+    except ImageError:
+        return None  # unreadable: the feature extraction reports it
 
 
 def label_ids(labels: Sequence[str]) -> np.ndarray:

@@ -28,6 +28,10 @@ class FinetuneOptions:
         head at ``lr``) or ``full`` (every layer trains, at the same low, layer-wise rates).
     holdout / seed: the queries ``vsearch eval`` holds out with the same values are never
         trained on; ``val_fraction`` of the rest validates (early stopping on recall@1).
+    extra_train: a second labelled catalog (manifest or folder, same label column) whose
+        items only train: more labelled photos than the searched catalog holds. Items that
+        share an id or an image (content hash) with the main catalog are dropped, so no
+        held-out query or validation photo leaks into training.
     """
 
     strategy: str = "head"
@@ -51,6 +55,7 @@ class FinetuneOptions:
     holdout: float = 0.2
     val_fraction: float = 0.2
     max_items: int = 0  # 0: every training item; else a seeded sample (CPU-sized runs)
+    extra_train: str | None = None
     augment: bool = True
     seed: int = 0
 

@@ -27,7 +27,7 @@ from ..evaluation.labels import load_labelled
 from ..evaluation.report import format_rows
 from ..evaluation.retrieval import RetrievalResult
 from .augment import product_augment
-from .data import make_split
+from .data import add_training_items, make_split
 from .export import export_model, prepare_output
 from .model import base_model_cfg, build_model, configure_trainable, new_model_cfg
 from .options import FinetuneOptions
@@ -126,6 +126,22 @@ def finetune(
         seed=opts.seed,
         max_items=opts.max_items,
     )
+    dropped = 0
+    if opts.extra_train:
+        extra = load_labelled(
+            opts.extra_train,
+            catalog.label_column,
+            id_column=opts.id_column,
+            image_column=opts.image_column,
+            allowed_roots=settings.allowed_roots,
+        )
+        pool, split, dropped = add_training_items(pool, split, extra, catalog)
+        log.info(
+            "extra training catalog %s: %d items added, %d dropped (also in the catalog)",
+            opts.extra_train,
+            len(extra) - dropped,
+            dropped,
+        )
     base = Embedder.from_settings(settings)
     base_cfg = base_model_cfg(base, settings.cache_dir)
     trunk = TrunkFeatures.of(base)
@@ -168,6 +184,7 @@ def finetune(
             "train": int(split.train.size),
             "val": int(split.val.size),
             "held_out": split.held_out,
+            "extra_dropped": dropped,
             "failed": len(feats.failed),
         },
         before=before,

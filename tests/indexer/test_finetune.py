@@ -83,6 +83,54 @@ def test_head_finetune_lowers_loss_and_raises_training_recall(
     assert (out / "finetune_report.json").is_file()
 
 
+def test_extra_training_catalog_adds_train_items_only_and_never_a_catalog_photo(
+    tmp_path: Path, settings
+) -> None:
+    manifest = grouped_catalog(tmp_path / "cat")  # ids <name>-0
+    extra_root = tmp_path / "extra"
+    rows = []
+    (extra_root / "img").mkdir(parents=True)
+    for p, name in enumerate(PHOTOS):
+        rel = f"img/{name}-x.jpg"
+        variant(photo(name, 160), 2).save(extra_root / rel, "JPEG", quality=90)
+        rows.append({"id": f"{name}-x", "image": rel, "collection": f"C{p % 4}"})
+    # the same id as a catalog item, and a catalog photo's bytes under a new id: both dropped
+    rows.append({"id": f"{PHOTOS[0]}-0", "image": f"img/{PHOTOS[1]}-x.jpg", "collection": "C1"})
+    (extra_root / "img" / "copy.jpg").write_bytes((tmp_path / "cat/img/coffee-0.jpg").read_bytes())
+    rows.append({"id": "copy", "image": "img/copy.jpg", "collection": "C1"})
+    extra = write_manifest(extra_root, rows)
+    common = dict(strategy="head", label_column="collection", dim=16, epochs=3, patience=3)
+    common |= dict(holdout=0.2, val_fraction=0.3, seed=0)
+    plain = finetune(manifest, settings, tmp_path / "m0", FinetuneOptions(**common))
+    more = finetune(
+        manifest, settings, tmp_path / "m1", FinetuneOptions(**common, extra_train=str(extra))
+    )
+    assert more.items["extra_dropped"] == 2
+    assert more.items["train"] == plain.items["train"] + len(PHOTOS)
+    assert more.items["val"] == plain.items["val"]
+    assert more.items["held_out"] == plain.items["held_out"]
+    assert more.options["extra_train"] == str(extra)
+
+
+def test_add_training_items_appends_after_the_pool() -> None:
+    from indexer.catalog import CatalogItem
+    from indexer.evaluation.labels import LabelledCatalog
+    from indexer.finetune.data import Split, add_training_items
+
+    def cat(ids: list[str]) -> LabelledCatalog:
+        return LabelledCatalog(
+            [CatalogItem(i, f"/nonexistent/{i}.png", {}) for i in ids], [i[0] for i in ids], "x"
+        )
+
+    pool = cat(["a1", "b1", "a2"])
+    split = Split(np.array([0, 2]), np.array([1]), 1)
+    merged, new, dropped = add_training_items(pool, split, cat(["a9", "b1", "b9"]), pool)
+    assert dropped == 1
+    assert merged.ids == ["a1", "b1", "a2", "a9", "b9"]
+    assert new.train.tolist() == [0, 2, 3, 4] and new.val.tolist() == [1]
+    assert new.held_out == 1
+
+
 def test_partial_trains_only_the_top_layers(tmp_path: Path, settings) -> None:
     manifest = grouped_catalog(tmp_path / "cat", per_product=2)
     opts = FinetuneOptions(
