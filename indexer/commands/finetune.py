@@ -39,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=float, default=0.1, help="supcon temperature")
     p.add_argument("--margin", type=float, default=0.2, help="triplet margin")
     p.add_argument(
+        "--ce-weight", type=float, default=0.0, help="add N x label cross-entropy (0: off)"
+    )
+    p.add_argument(
         "--batch-size", type=int, default=0, help="training batch (default per strategy)"
     )
     p.add_argument("--per-label", type=int, default=4, help="items per label in each batch")
@@ -81,6 +84,7 @@ def _options(args: argparse.Namespace) -> Any:
         loss=args.loss,
         temperature=args.temperature,
         margin=args.margin,
+        ce_weight=args.ce_weight,
         per_label=args.per_label,
         holdout=args.holdout,
         val_fraction=args.val_fraction,

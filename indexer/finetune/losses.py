@@ -40,6 +40,23 @@ def batch_hard_triplet_loss(
     return F.relu(hardest_pos - hardest_neg + margin)[valid].mean()
 
 
+class CosineClassifier(torch.nn.Module):
+    """Training-only label classifier on unit-norm embeddings (normalised softmax).
+
+    ``logits = z @ normalize(W).T / temperature``: its cross-entropy pulls each label's
+    embeddings towards one learned direction, a global signal that batch-level metric
+    losses lack. It is never exported: search only uses the embeddings.
+    """
+
+    def __init__(self, dim: int, labels: int, temperature: float) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(labels, dim) * dim**-0.5)
+        self.temperature = temperature
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return z @ F.normalize(self.weight, dim=-1).T / self.temperature
+
+
 def metric_loss(
     name: str, z: torch.Tensor, labels: torch.Tensor, *, temperature: float, margin: float
 ) -> torch.Tensor:

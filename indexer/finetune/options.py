@@ -28,6 +28,8 @@ class FinetuneOptions:
         head at ``lr``) or ``full`` (every layer trains, at the same low, layer-wise rates).
     holdout / seed: the queries ``vsearch eval`` holds out with the same values are never
         trained on; ``val_fraction`` of the rest validates (early stopping on recall@1).
+    ce_weight: adds ``ce_weight`` x cross-entropy of a training-only cosine classifier over
+        the labels (temperature ``temperature``) to the metric loss; 0 disables it.
     extra_train: a second labelled catalog (manifest or folder, same label column) whose
         items only train: more labelled photos than the searched catalog holds. Items that
         share an id or an image (content hash) with the main catalog are dropped, so no
@@ -50,6 +52,7 @@ class FinetuneOptions:
     loss: str = "supcon"
     temperature: float = 0.1
     margin: float = 0.2
+    ce_weight: float = 0.0
     per_label: int = 4
     weight_decay: float = 1e-4
     holdout: float = 0.2
@@ -66,6 +69,8 @@ class FinetuneOptions:
             raise ConfigError(f"unknown head {self.head!r} ({', '.join(HEADS)})")
         if self.loss not in LOSSES:
             raise ConfigError(f"unknown loss {self.loss!r} ({', '.join(LOSSES)})")
+        if self.ce_weight < 0:
+            raise ConfigError("ce-weight must be at least 0")
         if self.dim < 2 or self.per_label < 2 or self.unfreeze < 0:
             raise ConfigError("dim and per-label must be at least 2, unfreeze at least 0")
 

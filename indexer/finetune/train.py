@@ -26,7 +26,7 @@ from ..evaluation.labels import LabelledCatalog
 from ..evaluation.retrieval import RetrievalResult, retrieval_metrics
 from ..tuning import choose
 from .data import AugmentedImages, Split, label_ids, pk_batches
-from .losses import metric_loss
+from .losses import CosineClassifier, metric_loss
 from .options import FinetuneOptions
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,30 @@ def _optimizer(groups: list[dict[str, Any]], opts: FinetuneOptions, steps: int) 
     return opt, sched
 
 
+class Objective:
+    """The metric loss, plus ``ce_weight`` x a cosine classifier's cross-entropy."""
+
+    def __init__(self, opts: FinetuneOptions, labels: int, device: str) -> None:
+        self.opts = opts
+        self.classifier = (
+            CosineClassifier(opts.dim, labels, opts.temperature).to(device)
+            if opts.ce_weight > 0
+            else None
+        )
+
+    def groups(self) -> list[dict[str, Any]]:
+        if self.classifier is None:
+            return []
+        return [{"params": list(self.classifier.parameters()), "lr": self.opts.lr, "name": "ce"}]
+
+    def __call__(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        o = self.opts
+        loss = metric_loss(o.loss, z, y, temperature=o.temperature, margin=o.margin)
+        if self.classifier is not None:
+            loss = loss + o.ce_weight * F.cross_entropy(self.classifier(z), y)
+        return loss
+
+
 def train_head(
     visual: Any,
     raw: np.ndarray,
@@ -112,11 +136,12 @@ def train_head(
     feats = torch.from_numpy(raw).to(device)
     train = split.train[ok[split.train]]
     labels = torch.from_numpy(label_ids(catalog.labels)).to(device)
+    objective = Objective(opts, len(set(catalog.labels)), device)
     rng = np.random.default_rng(opts.seed)
     steps = len(
         list(pk_batches(label_ids(catalog.labels)[train], opts.batch_size, opts.per_label, rng))
     )
-    opt, sched = _optimizer(groups, opts, steps * opts.epochs)
+    opt, sched = _optimizer(groups + objective.groups(), opts, steps * opts.epochs)
     history, best, stale = History(), copy.deepcopy(head.state_dict()), 0
     for epoch in range(1, opts.epochs + 1):
         t0, losses = time.perf_counter(), []
@@ -127,9 +152,7 @@ def train_head(
         for step, b in enumerate(batches, 1):
             idx = torch.from_numpy(train[b]).to(device)
             z = F.normalize(head(feats[idx]).float(), dim=-1)
-            loss = metric_loss(
-                opts.loss, z, labels[idx], temperature=opts.temperature, margin=opts.margin
-            )
+            loss = objective(z, labels[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -210,9 +233,10 @@ def train_backbone(
     dataset = AugmentedImages(
         [catalog.items[i].image for i in train], augment, preprocess, image_size
     )
+    objective = Objective(opts, len(set(catalog.labels)), device)
     rng = np.random.default_rng(opts.seed)
     steps = len(list(pk_batches(labels_np[train], opts.batch_size, opts.per_label, rng)))
-    opt, sched = _optimizer(groups, opts, steps * opts.epochs)
+    opt, sched = _optimizer(groups + objective.groups(), opts, steps * opts.epochs)
     scaler = torch.amp.GradScaler(
         "cuda", enabled=device.startswith("cuda") and not torch.cuda.is_bf16_supported()
     )
@@ -233,7 +257,7 @@ def train_backbone(
             with autocast(device):
                 out = visual(pixels.to(device, non_blocking=True))
             z = F.normalize(out.float(), dim=-1)
-            loss = metric_loss(opts.loss, z, y, temperature=opts.temperature, margin=opts.margin)
+            loss = objective(z, y)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)

@@ -19,6 +19,7 @@ from indexer.finetune.augment import change_background, product_augment
 from indexer.finetune.data import pk_batches
 from indexer.finetune.losses import batch_hard_triplet_loss, supcon_loss
 from search.embedder import Embedder
+from search.errors import ConfigError
 from tests.helpers import PHOTOS, photo, variant, write_manifest
 
 
@@ -100,6 +101,7 @@ def test_extra_training_catalog_adds_train_items_only_and_never_a_catalog_photo(
     rows.append({"id": "copy", "image": "img/copy.jpg", "collection": "C1"})
     extra = write_manifest(extra_root, rows)
     common = dict(strategy="head", label_column="collection", dim=16, epochs=3, patience=3)
+    common |= dict(ce_weight=0.5)  # and the cross-entropy term runs in a real training loop
     common |= dict(holdout=0.2, val_fraction=0.3, seed=0)
     plain = finetune(manifest, settings, tmp_path / "m0", FinetuneOptions(**common))
     more = finetune(
@@ -190,6 +192,29 @@ def test_losses_prefer_grouped_embeddings() -> None:
     assert supcon_loss(good, labels) < supcon_loss(bad, labels)
     assert batch_hard_triplet_loss(good, labels, 0.2).item() == pytest.approx(0.0)
     assert batch_hard_triplet_loss(bad, labels, 0.2).item() > 1.0
+
+
+def test_cross_entropy_term_adds_a_trained_classifier() -> None:
+    from indexer.finetune.train import Objective
+
+    torch.manual_seed(0)
+    z = torch.nn.functional.normalize(torch.randn(8, 4), dim=-1)
+    y = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    plain = Objective(FinetuneOptions(dim=4), 4, "cpu")
+    mixed = Objective(FinetuneOptions(dim=4, ce_weight=0.5), 4, "cpu")
+    assert plain.groups() == [] and mixed.classifier is not None
+    assert mixed.groups()[0]["params"][0].shape == (4, 4)
+    ce = torch.nn.functional.cross_entropy(mixed.classifier(z), y)
+    assert torch.allclose(mixed(z, y), plain(z, y) + 0.5 * ce)
+    # the classifier learns: a few steps on fixed embeddings lower its cross-entropy
+    opt = torch.optim.SGD(mixed.classifier.parameters(), lr=0.5)
+    for _ in range(20):
+        opt.zero_grad()
+        mixed(z, y).backward()
+        opt.step()
+    assert torch.nn.functional.cross_entropy(mixed.classifier(z), y) < ce
+    with pytest.raises(ConfigError, match="ce-weight"):
+        FinetuneOptions(ce_weight=-1)
 
 
 def test_pk_batches_cover_every_item_with_positives() -> None:
