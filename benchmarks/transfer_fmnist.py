@@ -15,17 +15,88 @@ The equivalent CLI sequence is printed at the end (what a user would type).
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import time
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 from indexer.evaluation import evaluate, plot_recall
 from indexer.finetune import FinetuneOptions, finetune
-from indexer.fmnist import write_catalog
+from indexer.fmnist import CLASSES, balanced_sample, load_split, write_catalog
 from search.config import Settings
 
 log = logging.getLogger("transfer_fmnist")
+
+
+def write_extra_train(target: Path, count: int, exclude: Path, seed: int = 0) -> Path:
+    """A second manifest of ``count`` train-split photos that are NOT in ``exclude``'s catalog.
+
+    Used with ``finetune(..., extra_train=...)``: more labelled photos for training only; the
+    evaluated catalog (and so its held-out queries) stays exactly the same.
+    """
+    with exclude.open(newline="", encoding="utf-8") as fh:
+        taken = {row["id"] for row in csv.DictReader(fh)}
+    x, y = load_split("train")
+    free = np.array([i for i in range(len(y)) if f"fmnist-train-{i:05d}" not in taken])
+    picked = free[balanced_sample(y[free], count, seed + 1)]
+    (target / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in picked:
+        rel = f"images/train-{i:05d}.png"
+        if not (target / rel).is_file():
+            Image.fromarray(x[i]).save(target / rel)
+        rows.append({"id": f"fmnist-train-{i:05d}", "image": rel, "category": CLASSES[int(y[i])]})
+    manifest = target / "catalog.csv"
+    with manifest.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["id", "image", "category"])
+        writer.writeheader()
+        writer.writerows(rows)
+    log.info("wrote %d extra training photos to %s", len(rows), target)
+    return manifest
+
+
+def parse_grid(text: str) -> list[dict[str, object]]:
+    """``"linear:256:0,mlp:512:1"`` -> head options (head, dim, ce_weight) per entry."""
+    grid = []
+    for entry in filter(None, text.split(",")):
+        head, dim, ce = entry.split(":")
+        grid.append({"head": head, "dim": int(dim), "ce_weight": float(ce)})
+    return grid
+
+
+def extra_head_runs(
+    manifest: Path, settings: Settings, out: Path, args: argparse.Namespace
+) -> tuple[str, dict[str, object]]:
+    """Train one ``head`` per grid entry with the extra training photos; pick by VALIDATION.
+
+    The held-out queries play no part in the choice: only the chosen model is evaluated on
+    them afterwards.
+    """
+    extra = write_extra_train(out / "extra", args.extra_train, manifest, args.seed)
+    runs: dict[str, object] = {}
+    best: tuple[tuple[float, float], str] | None = None
+    for cfg in parse_grid(args.head_grid):
+        name = f"head-extra-{cfg['head']}{cfg['dim']}-ce{cfg['ce_weight']:g}"
+        opts = FinetuneOptions(
+            strategy="head",
+            label_column="category",
+            holdout=args.holdout,
+            seed=args.seed,
+            extra_train=str(extra),
+            **cfg,  # type: ignore[arg-type]
+        )
+        report = finetune(manifest, settings, out / "models" / name, opts, overwrite=True)
+        print(report.table(), flush=True)
+        runs[name] = report.to_dict()
+        score = (report.after.recall.get(1, 0.0), report.after.map_at.get(10, 0.0))
+        if best is None or score > best[0]:
+            best = (score, f"local-dir:{report.output}")
+    assert best is not None, "--head-grid is empty"
+    return best[1], {"extra_manifest": str(extra), "runs": runs, "chosen": best[1]}
 
 
 def main() -> None:
@@ -40,6 +111,17 @@ def main() -> None:
     ap.add_argument("--partial-items", type=int, default=1200, help="train sample for partial")
     ap.add_argument("--partial-epochs", type=int, default=3)
     ap.add_argument("--strategies", default="head,partial")
+    ap.add_argument(
+        "--extra-train",
+        type=int,
+        default=0,
+        help="N more train-split photos (not in the catalog) to train heads on (0: none)",
+    )
+    ap.add_argument(
+        "--head-grid",
+        default="linear:256:0,linear:512:1,mlp:512:0,mlp:512:1",
+        help="with --extra-train: head:dim:ce_weight entries, the best on VALIDATION is kept",
+    )
     ap.add_argument("--cache-dir", default="", help="feature/model cache (default: OUT/cache)")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
@@ -79,6 +161,12 @@ def main() -> None:
         results[f"finetune_{strategy}"] = report.to_dict()
         models.append(f"local-dir:{report.output}")
 
+    if args.extra_train:
+        t0 = time.perf_counter()
+        chosen, results["extra_train"] = extra_head_runs(manifest, settings, out, args)
+        timings["finetune_head_extra_grid"] = time.perf_counter() - t0
+        models.append(chosen)
+
     t0 = time.perf_counter()
     final = evaluate(
         manifest, settings, models, label_column="category", holdout=args.holdout, seed=args.seed
@@ -99,7 +187,14 @@ def main() -> None:
         f"  vsearch finetune {manifest} --label-column category --holdout {args.holdout} "
         f"--strategy partial --max-items {args.partial_items} --epochs {args.partial_epochs} "
         f"-o {out}/models/partial\n"
-        f"  vsearch eval {manifest} --label-column category --holdout {args.holdout} "
+        + (
+            f"  vsearch finetune {manifest} --label-column category --holdout {args.holdout} "
+            f"--strategy head --extra-train {out}/extra/catalog.csv --head HEAD --dim DIM "
+            f"--ce-weight W -o {out}/models/head-extra-...  (one per --head-grid entry)\n"
+            if args.extra_train
+            else ""
+        )
+        + f"  vsearch eval {manifest} --label-column category --holdout {args.holdout} "
         + " ".join(f"--model {m}" for m in models)
     )
 
