@@ -53,7 +53,7 @@ class Settings:
     metric: str = "COSINE"
     hnsw_m: int = 16
     hnsw_ef_construction: int = 200
-    search_ef: int = 128
+    search_ef: int = 256  # recall@10 0.97 at 100k items (docs/benchmarks.md); 128 gave 0.87
     lock_dir: str = ""
     allowed_roots: tuple[str, ...] = ()
     min_score: float = 0.0
