@@ -37,6 +37,12 @@ class Batch:
     failed: list[tuple[int, str]]
     raw: list[tuple[int, torch.Tensor, str]] = field(default_factory=list)  # JPEG bytes
 
+    def pin_memory(self) -> Batch:
+        """Called by the DataLoader's pinning thread (``pin_memory=True``, CUDA only)."""
+        if self.pixels is not None:
+            self.pixels = self.pixels.pin_memory()
+        return self
+
 
 class ImageDataset(Dataset):
     """Reads, hashes, safely decodes (with JPEG draft) and preprocesses one image per item."""

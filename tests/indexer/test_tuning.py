@@ -100,3 +100,13 @@ def test_every_pipeline_variant_stores_the_same_vectors(tmp_path: Path, settings
     assert report.embedded == 8 and [f.id for f in report.failed] == ["broken"]
     assert "truncated" in report.failed[0].reason
     assert float(np.min(np.sum(vecs * ref, axis=1))) > 0.95
+
+
+@pytest.mark.gpu
+def test_batches_pin_their_pixels_for_the_gpu_copy() -> None:
+    from indexer.dataset import Batch
+
+    if not torch.cuda.is_available():
+        pytest.skip("pinning needs a CUDA runtime")
+    batch = Batch([0], torch.zeros(1, 3, 4, 4, dtype=torch.uint8), ["h"], [])
+    assert batch.pin_memory().pixels.is_pinned()
