@@ -18,6 +18,7 @@ import argparse
 import csv
 import json
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -57,6 +58,41 @@ def write_extra_train(target: Path, count: int, exclude: Path, seed: int = 0) ->
         writer.writerows(rows)
     log.info("wrote %d extra training photos to %s", len(rows), target)
     return manifest
+
+
+def paired_top1(
+    manifest: Path, settings: Settings, models: list[str], holdout: float, seed: int
+) -> dict[str, dict[str, float]]:
+    """Per held-out query, is the top-1 answer right? Each model against the first one.
+
+    ``fixed`` / ``broken``: queries the base got wrong and the model right, and the
+    reverse; ``p``: two-sided exact sign test (McNemar) on those discordant queries.
+    """
+    from indexer import metrics
+    from indexer.evaluation.features import extract, extractor_for
+    from indexer.evaluation.labels import holdout_mask, load_labelled
+    from indexer.evaluation.run import load_embedder
+
+    catalog = load_labelled(manifest, "category")
+    labels = np.asarray(catalog.labels, dtype=object)
+    queries = np.nonzero(holdout_mask(catalog.ids, holdout, seed))[0]
+    hits = {}
+    for spec in models:
+        extractor = extractor_for(load_embedder(spec, settings))
+        feats = extract(catalog.items, extractor, settings)
+        assert feats.ok.all(), "every Fashion-MNIST photo decodes"
+        vectors = extractor.finish(feats.vectors)
+        nn, _ = metrics.exact_knn(vectors[queries], vectors, 1, self_index=queries)
+        hits[spec] = metrics.relevance(nn, labels[queries], labels)[:, 0]
+    base = hits[models[0]]
+    out = {}
+    for spec in models[1:]:
+        fixed, broken = int((~base & hits[spec]).sum()), int((base & ~hits[spec]).sum())
+        n, k = fixed + broken, min(fixed, broken)
+        p = min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
+        out[spec] = {"queries": int(queries.size), "fixed": fixed, "broken": broken, "p": p}
+        print(f"{spec}: top-1 fixed {fixed}, broken {broken} of {queries.size}, p = {p:.2g}")
+    return out
 
 
 def parse_grid(text: str) -> list[dict[str, object]]:
@@ -173,6 +209,9 @@ def main() -> None:
     )
     timings["eval_all"] = time.perf_counter() - t0
     print(final.table(), flush=True)
+    results["paired_top1_vs_base"] = paired_top1(
+        manifest, settings, models, args.holdout, args.seed
+    )
     plot_recall(final, out / "recall.png", title="Fashion-MNIST: pretrained vs fine-tuned")
     results["eval"] = final.to_dict()
     results["timings_s"] = {k: round(v, 1) for k, v in timings.items()}
