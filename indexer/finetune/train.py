@@ -120,6 +120,42 @@ class Objective:
         return loss
 
 
+def _close_epoch(
+    history: History,
+    epoch: int,
+    losses: list[float],
+    result: Any,
+    t0: float,
+    n_batches: int,
+    stale: int,
+    opts: FinetuneOptions,
+    progress: Progress | None,
+) -> tuple[bool, int, bool]:
+    """Record an epoch's validation, report it, and decide on early stopping.
+
+    Returns (improved, epochs without improvement, stop now).
+    """
+    mean_loss = float(np.mean(losses))
+    improved = history.record(epoch, mean_loss, result, time.perf_counter() - t0)
+    stale = 0 if improved else stale + 1
+    if progress:
+        progress(
+            TrainEvent(
+                "validate",
+                epoch,
+                opts.epochs,
+                n_batches,
+                n_batches,
+                mean_loss,
+                result.recall.get(1),
+            )
+        )
+    stop = stale >= opts.patience
+    if stop:
+        history.stopped_early = epoch < opts.epochs
+    return improved, stale, stop
+
+
 def train_head(
     visual: Any,
     raw: np.ndarray,
@@ -164,24 +200,12 @@ def train_head(
         with torch.inference_mode():
             vectors = F.normalize(head(feats).float(), dim=-1).cpu().numpy()
         result = validate(vectors, catalog, split, ok)
-        if history.record(epoch, float(np.mean(losses)), result, time.perf_counter() - t0):
-            best, stale = copy.deepcopy(head.state_dict()), 0
-        else:
-            stale += 1
-        if progress:
-            progress(
-                TrainEvent(
-                    "validate",
-                    epoch,
-                    opts.epochs,
-                    len(batches),
-                    len(batches),
-                    float(np.mean(losses)),
-                    result.recall.get(1),
-                )
-            )
-        if stale >= opts.patience:
-            history.stopped_early = epoch < opts.epochs
+        improved, stale, stop = _close_epoch(
+            history, epoch, losses, result, t0, len(batches), stale, opts, progress
+        )
+        if improved:
+            best = copy.deepcopy(head.state_dict())
+        if stop:
             break
     head.load_state_dict(best)
     return history
@@ -268,24 +292,12 @@ def train_backbone(
                 progress(TrainEvent("train", epoch, opts.epochs, step, len(batches), losses[-1]))
         vectors = extract(catalog.items, features, settings, use_cache=False).vectors
         result = validate(vectors, catalog, split, ok)
-        if history.record(epoch, float(np.mean(losses)), result, time.perf_counter() - t0):
-            best, stale = copy.deepcopy(visual.state_dict()), 0
-        else:
-            stale += 1
-        if progress:
-            progress(
-                TrainEvent(
-                    "validate",
-                    epoch,
-                    opts.epochs,
-                    len(batches),
-                    len(batches),
-                    float(np.mean(losses)),
-                    result.recall.get(1),
-                )
-            )
-        if stale >= opts.patience:
-            history.stopped_early = epoch < opts.epochs
+        improved, stale, stop = _close_epoch(
+            history, epoch, losses, result, t0, len(batches), stale, opts, progress
+        )
+        if improved:
+            best = copy.deepcopy(visual.state_dict())
+        if stop:
             break
     visual.load_state_dict(best)
     return history
