@@ -11,7 +11,16 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
-PHOTOS = ("chelsea", "coffee", "rocket", "astronaut", "stereo_motorcycle", "hubble_deep_field", "colorwheel", "brick")
+PHOTOS = (
+    "chelsea",
+    "coffee",
+    "rocket",
+    "astronaut",
+    "stereo_motorcycle",
+    "hubble_deep_field",
+    "colorwheel",
+    "brick",
+)
 
 
 def photo(name: str, size: int = 320) -> Image.Image:
@@ -22,7 +31,9 @@ def photo(name: str, size: int = 320) -> Image.Image:
     if isinstance(arr, tuple):
         arr = arr[0]
     if arr.dtype != np.uint8:
-        arr = (255 * (arr.astype(np.float32) - arr.min()) / max(1e-9, float(np.ptp(arr)))).astype(np.uint8)
+        arr = (255 * (arr.astype(np.float32) - arr.min()) / max(1e-9, float(np.ptp(arr)))).astype(
+            np.uint8
+        )
     img = Image.fromarray(arr).convert("RGB")
     img.thumbnail((size, size))
     return img
@@ -69,7 +80,16 @@ def write_manifest(root: Path, rows: Sequence[dict[str, Any]], kind: str = "csv"
 
 def product_catalog(root: Path, names: Sequence[str] = PHOTOS[:4], per_product: int = 2) -> Path:
     """A CSV manifest catalog with title, category, brand, price and product columns."""
-    categories = ["animals", "kitchen", "vehicles", "people", "vehicles", "space", "design", "textures"]
+    categories = [
+        "animals",
+        "kitchen",
+        "vehicles",
+        "people",
+        "vehicles",
+        "space",
+        "design",
+        "textures",
+    ]
     rows = []
     for p, name in enumerate(names):
         base = photo(name)
