@@ -268,6 +268,8 @@ def _make_live_if_first(store: MilvusStore, alias: str, physical: str, report: I
 class _Writer:
     """Upserts batches in a background thread while the next batch embeds."""
 
+    coalesce_rows = 256
+
     def __init__(self, store: MilvusStore, physical: str) -> None:
         self.store, self.physical = store, physical
         self.queue: queue.Queue[list[dict[str, Any]] | None] = queue.Queue(maxsize=4)
@@ -276,10 +278,22 @@ class _Writer:
         self.thread.start()
 
     def _run(self) -> None:
-        while True:
+        done = False
+        while not done:
             rows = self.queue.get()
             if rows is None:
                 return
+            # Batches that queued up while the last upsert ran go in one request: each
+            # request costs a round trip, and Lite's server shares this process's CPU.
+            while len(rows) < self.coalesce_rows:
+                try:
+                    more = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    done = True
+                    break
+                rows = rows + more
             if self.error is None:
                 try:
                     self.store.upsert(self.physical, rows)

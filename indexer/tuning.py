@@ -1,12 +1,14 @@
 """Per-device defaults for batch size, DataLoader workers, torch threads and pipeline stages.
 
 The figures behind these defaults come from ``benchmarks/bench_indexing.py`` (its sweeps and
-ablation; see docs/benchmarks.md). On the 2-core CPU, EfficientNet-Lite0 runs fastest at
-batch 4-8 (batch 4 at least as fast as 8 in every sweep; 16+ slower), and 2 torch threads
-were 3-10x slower than 1 whenever the cores were busy (OpenMP threads spin-wait for each
-other): one model thread plus one decode worker. Above 4 cores the split (a worker per 4
-cores, the rest to the model) and the CUDA defaults (large batches, several decode workers,
-one torch thread) are extrapolated, not measured: re-run the sweep on such a machine.
+ablation; see docs/benchmarks.md). On the 2-core CPU, with glibc's allocator tuned for
+inference (``search/allocator.py``), EfficientNet-Lite0's forward ran fastest at batch 8
+with 2 torch threads, and the indexer end to end was fastest with batch 8-16, one decode
+worker and 2 torch threads (1 thread: ~20 % slower). Before that allocator change, batches
+above 4 and a second thread were slower, because every layer paid page faults. Above 4 cores
+the split (a worker per 4 cores, the rest to the model) and the CUDA defaults (large
+batches, several decode workers, one torch thread) are extrapolated, not measured: re-run
+the benchmark on such a machine and set ``VSEARCH_BATCH_SIZE`` / ``_WORKERS`` / ``_THREADS``.
 """
 
 from __future__ import annotations
@@ -52,8 +54,9 @@ def device_defaults(device: str, cores: int | None = None) -> Tuning:
     if device.startswith("cuda"):
         return Tuning(batch_size=128, workers=min(8, max(2, cores - 1)), threads=1)
     workers = 1 if cores <= 4 else min(4, cores // 4)
-    threads = max(1, cores - workers) if cores > 2 else 1
-    return Tuning(batch_size=4, workers=workers, threads=threads)
+    # On 2 cores the model keeps both: the worker decodes in the gaps of its threads.
+    threads = cores if cores <= 2 else cores - workers
+    return Tuning(batch_size=8, workers=workers, threads=threads)
 
 
 def choose(settings: Settings, device: str) -> Tuning:

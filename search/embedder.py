@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .allocator import keep_freed_memory
 from .builtin_model import BUILTIN_PREFIX, builtin_model_dir
 from .errors import ModelError, TextSearchUnsupported
 from .images import open_image
@@ -119,6 +120,8 @@ class Embedder:
         import torch
 
         self.device = resolve_device(device)
+        if self.device == "cpu":
+            keep_freed_memory()  # CPU forwards reuse their activation pages (allocator.py)
         cache = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "vsearch"
         open_clip_name, folder, has_text = self._locate(model, pretrained, cache)
         try:

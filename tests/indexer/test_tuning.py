@@ -17,9 +17,10 @@ from search.store import MilvusStore
 from tests.helpers import photo, product_catalog
 
 
-def test_cpu_defaults_leave_a_core_to_the_decode_worker() -> None:
+def test_cpu_defaults_follow_the_measured_sweep() -> None:
     two = device_defaults("cpu", cores=2)
-    assert (two.batch_size, two.workers, two.threads) == (4, 1, 1)
+    assert (two.batch_size, two.workers, two.threads) == (8, 1, 2)
+    assert device_defaults("cpu", cores=1).threads == 1
     big = device_defaults("cpu", cores=16)
     assert big.workers == 4 and big.threads == 12
     assert big.draft and big.batched_preprocess and big.async_writes and not big.device_decode
@@ -110,3 +111,35 @@ def test_batches_pin_their_pixels_for_the_gpu_copy() -> None:
         pytest.skip("pinning needs a CUDA runtime")
     batch = Batch([0], torch.zeros(1, 3, 4, 4, dtype=torch.uint8), ["h"], [])
     assert batch.pin_memory().pixels.is_pinned()
+
+
+class _SlowStore:
+    """Records upsert requests; the first one waits until the test releases it."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.calls: list[list[str]] = []
+        self.release = threading.Event()
+
+    def upsert(self, collection: str, rows: list[dict]) -> None:
+        if not self.calls:
+            self.release.wait(10)
+        self.calls.append([r["id"] for r in rows])
+
+
+def test_the_writer_sends_batches_that_queued_up_in_one_request() -> None:
+    from indexer.pipeline import _Writer
+
+    store = _SlowStore()
+    writer = _Writer(store, "c")  # type: ignore[arg-type]
+    batches = [[{"id": f"{b}-{i}"} for i in range(4)] for b in range(4)]
+    writer.put(batches[0])
+    while not writer.queue.empty():  # the writer took batch 0 and waits inside upsert
+        pass
+    for batch in batches[1:]:
+        writer.put(batch)
+    store.release.set()
+    writer.close()
+    assert store.calls[0] == [r["id"] for r in batches[0]]
+    assert store.calls[1:] == [[r["id"] for b in batches[1:] for r in b]]
