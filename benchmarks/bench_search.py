@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.quick:
         args.real, args.queries, args.sizes, args.latency_n = 48, 8, [200], 4
         args.configs = [CONFIGS[0], {**CONFIGS[1], "ef": [16]}]
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    common.setup_logging("bench_search", "benchmarks")
     result = run(args)
     out = args.json or args.results / f"search-{result['machine']['device']}.json"
     common.write_json(out, result)

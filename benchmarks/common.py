@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import statistics
@@ -93,3 +94,18 @@ def offline() -> None:
 
 def cores() -> int:
     return len(os.sched_getaffinity(0))
+
+
+def setup_logging(*names: str) -> None:
+    """The benchmark's own lines at INFO; pymilvus's per-RPC tracebacks off (as in the CLI)."""
+    from indexer.cli import configure_logging
+
+    configure_logging(verbose=False, quiet=False)
+    for name in names:
+        logging.getLogger(name).setLevel(logging.INFO)
+
+
+def cpu_seconds() -> tuple[float, float]:
+    """(this process, its reaped children) user + system CPU seconds so far."""
+    t = os.times()
+    return t.user + t.system, t.children_user + t.children_system
