@@ -253,10 +253,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(
         prefix="vsearch-bench-search-", ignore_cleanup_errors=True
     ) as tmp:
-        result["search"] += bench_backend(
-            args, "milvus-lite", str(Path(tmp) / "bench.db"), data, embedder.info
-        )
-        if args.server:
+        if "lite" in args.backends:
+            result["search"] += bench_backend(
+                args, "milvus-lite", str(Path(tmp) / "bench.db"), data, embedder.info
+            )
+        if "server" in args.backends:
             from tests.server_backend import start_milvus_server
 
             handle = start_milvus_server(Path(tmp) / "server")
@@ -276,7 +277,7 @@ CONFIGS = [
         "index_type": "HNSW",
         "M": 16,
         "efc": 200,
-        "ef": [16, 32, 64, 128],
+        "ef": [64, 128, 256, 512],
     },
     {
         "label": "HNSW-M8-efc100",
@@ -320,6 +321,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--latency-n", type=int, default=60)
     p.add_argument("--server", action="store_true", help="also the Milvus 2.3.5 server")
+    p.add_argument(
+        "--backends", nargs="+", choices=["lite", "server"], default=["lite"], help="stores to run"
+    )
     p.add_argument("--only-hnsw-ef", type=int, nargs="+", help="only HNSW-M16-efc200 at these ef")
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--results", type=Path, default=common.RESULTS)
@@ -327,6 +331,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--quick", action="store_true")
     args = p.parse_args(argv)
     args.configs = CONFIGS
+    if args.server and "server" not in args.backends:
+        args.backends.append("server")
     if args.only_hnsw_ef:
         args.configs = [{**CONFIGS[1], "ef": args.only_hnsw_ef}]
     if args.quick:
