@@ -189,7 +189,9 @@ def _embed_and_upsert(
 
     torch.set_num_threads(tuning.threads)
     device = embedder.device
-    prep = BatchPreprocess(embedder.preprocess, batched=tuning.batched_preprocess)
+    prep = BatchPreprocess(
+        embedder.preprocess, batched=tuning.batched_preprocess, fast_resize=tuning.fast_resize
+    )
     draft = embedder.info.image_size if tuning.draft else None
     dataset = ImageDataset(
         [j.local or j.item.image for j in jobs],  # URLs were downloaded into the cache

@@ -27,6 +27,8 @@ class Tuning:
     batched_preprocess: workers ship uint8 crops; float conversion and normalisation run
         once per batch on the model's device.
     async_writes: upsert into Milvus in a writer thread while the next batch embeds.
+    fast_resize: resize and crop in torch (vectorised) rather than PIL: within 2 grey levels
+        of the model's own transform; off for bit-identical pixels.
     device_decode: decode JPEGs on the model's device (torchvision / nvJPEG); opt-in.
     pin_memory: page-locked batches for non-blocking host-to-GPU copies (CUDA only).
     """
@@ -37,6 +39,7 @@ class Tuning:
     draft: bool = True
     batched_preprocess: bool = True
     async_writes: bool = True
+    fast_resize: bool = True
     device_decode: bool = False
     pin_memory: bool = True
 
@@ -69,6 +72,7 @@ def choose(settings: Settings, device: str) -> Tuning:
         draft=base.draft,
         batched_preprocess=base.batched_preprocess,
         async_writes=base.async_writes,
+        fast_resize=base.fast_resize,
         device_decode=base.device_decode,
         pin_memory=base.pin_memory,
     )

@@ -52,6 +52,28 @@ def test_batched_preprocessing_matches_the_model_transform_exactly() -> None:
     assert torch.equal(batched, whole)
 
 
+def test_fast_resize_is_within_two_grey_levels_of_the_model_transform() -> None:
+    import open_clip
+    from torchvision.transforms.functional import pil_to_tensor
+
+    transform = open_clip.image_transform(224, is_train=False, mean=(0.5,) * 3, std=(0.5,) * 3)
+    fast = BatchPreprocess(transform, fast_resize=True)
+    exact = BatchPreprocess(transform)
+    assert fast.torch_resize == (224, 224) and exact.torch_resize is None
+    for img in (photo("chelsea", 451), photo("coffee", 300).convert("L").convert("RGB")):
+        a, b = fast.per_image(img), exact.per_image(img)
+        assert a.dtype == torch.uint8 and a.shape == b.shape == (3, 224, 224)
+        diff = (a.int() - b.int()).abs()
+        assert int(diff.max()) <= 2 and float(diff.float().mean()) < 0.05
+    assert torch.equal(exact.per_image(photo("rocket")), pil_to_tensor(transform.transforms[1](
+        transform.transforms[0](photo("rocket")))))  # fmt: skip
+    # a transform the torch path cannot reproduce keeps PIL
+    from torchvision import transforms as T
+
+    other = T.Compose([T.Resize((224, 200)), T.CenterCrop(200), T.ToTensor(), T.Normalize([0.5] * 3, [0.5] * 3)])  # fmt: skip
+    assert BatchPreprocess(other, fast_resize=True).torch_resize is None
+
+
 def test_an_unknown_transform_runs_whole_per_image() -> None:
     def transform(img):  # not a torchvision Compose
         return torch.full((3, 4, 4), 0.25)
@@ -83,7 +105,7 @@ def test_every_pipeline_variant_stores_the_same_vectors(tmp_path: Path, settings
     )
     with source.open("a") as fh:
         fh.write("broken,img/broken.jpg,broken,animals,Acme,1.00,x\n")
-    base = Tuning(batch_size=3, workers=0, threads=1)
+    base = Tuning(batch_size=3, workers=0, threads=1, fast_resize=False)  # bit-exact PIL
     ref_report, ref = _vectors(settings, source, embedder, base, "ref")
     assert ref_report.embedded == 8 and [f.id for f in ref_report.failed] == ["broken"]
     for name, tuning in {
@@ -93,6 +115,12 @@ def test_every_pipeline_variant_stores_the_same_vectors(tmp_path: Path, settings
         report, vecs = _vectors(settings, source, embedder, tuning, name)
         assert report.embedded == 8 and len(report.failed) == 1
         np.testing.assert_allclose(vecs, ref, atol=1e-5)
+    # the default torch resize: within 2 grey levels of PIL, so all but identical vectors
+    report, vecs = _vectors(
+        settings, source, embedder, dataclasses.replace(base, fast_resize=True), "fast"
+    )
+    assert report.embedded == 8 and len(report.failed) == 1
+    assert float(np.min(np.sum(vecs * ref, axis=1))) > 0.9999
     # JPEGs decoded by torchvision on the model's device (the CPU here): resized by torch,
     # not PIL, so close but not bit-identical; the truncated file is still reported.
     report, vecs = _vectors(
