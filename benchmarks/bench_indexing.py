@@ -121,16 +121,6 @@ def model_variants(embedder: Any, pixels: Any, batch: int, threads: int, images:
     return rows
 
 
-def subset(manifest: Path, n: int) -> Path:
-    """A manifest of the first ``n`` rows, beside the full one (same images)."""
-    rows = manifest.read_text().splitlines(keepends=True)
-    if n >= len(rows) - 1:
-        return manifest
-    out = manifest.with_name(f"catalog-first-{n}.csv")
-    out.write_text("".join(rows[: n + 1]))
-    return out
-
-
 def index_rate(manifest: Path, embedder: Any, tuning: Any, tmp: Path, tag: str) -> dict[str, Any]:
     """One fresh ``run_index`` into a new Lite database; images/s over the whole run."""
     from indexer.pipeline import IndexOptions, run_index
@@ -223,7 +213,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cores = common.cores()
     spec = workload.Spec(args.count, args.min_side, args.max_side)
     manifest = workload.build(args.results / f"workload-{args.count}-{args.min_side}", spec)
-    small = subset(manifest, args.sweep_count)  # the sweep and the ablation run on these
+    small = workload.prefix(manifest, args.sweep_count)  # for the sweep and the ablation
     paths = sorted((manifest.parent / "img").rglob("*.jpg"))
     result: dict[str, Any] = {
         "machine": common.machine(device),

@@ -14,7 +14,6 @@ photo size) keep the large run within minutes.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import resource
@@ -152,17 +151,6 @@ def measure(manifest: Path, tmp: Path, tag: str) -> dict[str, Any]:
         server.wait()
 
 
-def prefix_manifest(manifest: Path, n: int) -> Path:
-    """A manifest of the first ``n`` rows, next to the full one (same image paths)."""
-    rows = list(csv.DictReader(manifest.open()))[:n]
-    path = manifest.with_name(f"catalog-{n}.csv")
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     common.offline()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -188,7 +176,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         prefix="vsearch-bench-mem-", ignore_cleanup_errors=True
     ) as tmpdir:
         for n in sorted(args.sizes):
-            source = manifest if n == biggest else prefix_manifest(manifest, n)
+            source = manifest if n == biggest else workload.prefix(manifest, n)
             row = {"catalog": n, **measure(source, Path(tmpdir), f"m{n}")}
             runs.append(row)
             print(json.dumps(row), flush=True)

@@ -131,6 +131,20 @@ def make_image(i: int, spec: Spec) -> tuple[Image.Image, str]:
     return Image.fromarray(np.clip(arr + grain, 0, 255).astype(np.uint8)), category
 
 
+def prefix(manifest: Path, n: int) -> Path:
+    """A manifest of the first ``n`` rows beside ``manifest`` (the same image files)."""
+    with manifest.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if n >= len(rows):
+        return manifest
+    path = manifest.with_name(f"catalog-first-{n}.csv")
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows[:n])
+    return path
+
+
 def build(out: Path, spec: Spec) -> Path:
     """Write ``spec.count`` JPEGs and a CSV manifest under ``out``; reuse a matching build."""
     out.mkdir(parents=True, exist_ok=True)
