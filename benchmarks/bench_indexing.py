@@ -9,7 +9,7 @@ On one workload and one model, in one run:
 Then each pipeline stage is switched off one at a time (ablation). Prints Markdown tables
 and writes JSON (default bench-results/indexing-<device>.json).
 
-    python -m benchmarks.bench_indexing                 # ~10 minutes on a 2-core CPU
+    python -m benchmarks.bench_indexing                 # ~15 minutes on a 2-core CPU
     python -m benchmarks.bench_indexing --quick         # seconds: a smoke run
 """
 

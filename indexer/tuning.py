@@ -2,13 +2,14 @@
 
 The figures behind these defaults come from ``benchmarks/bench_indexing.py`` (its sweeps and
 ablation; see docs/benchmarks.md). On the 2-core CPU, with glibc's allocator tuned for
-inference (``search/allocator.py``), EfficientNet-Lite0's forward ran fastest at batch 8
-with 2 torch threads, and the indexer end to end was fastest with batch 8-16, one decode
-worker and 2 torch threads (1 thread: ~20 % slower). Before that allocator change, batches
-above 4 and a second thread were slower, because every layer paid page faults. Above 4 cores
-the split (a worker per 4 cores, the rest to the model) and the CUDA defaults (large
-batches, several decode workers, one torch thread) are extrapolated, not measured: re-run
-the benchmark on such a machine and set ``VSEARCH_BATCH_SIZE`` / ``_WORKERS`` / ``_THREADS``.
+inference (``search/allocator.py``) and channels-last convolutions, EfficientNet-Lite0's
+forward ran fastest at batch 8-32 with 2 torch threads (~50-57 img/s vs ~28-32 with one),
+and the indexer end to end gained 30-40 % from the second thread in every cell of its sweep;
+batch 8-16 and 1-2 decode workers were within noise, and one worker costs ~600 MB less.
+Above 2 cores the split (a worker per 4 cores, the rest to the model) and the CUDA defaults
+(large batches, several decode workers, one torch thread) are extrapolated, not measured:
+re-run the benchmark on such a machine and set ``VSEARCH_BATCH_SIZE`` / ``_WORKERS`` /
+``_THREADS`` from its sweep.
 """
 
 from __future__ import annotations
