@@ -61,6 +61,7 @@ def children(pid: int) -> list[int]:
 def child_main(manifest: Path, uri: str, out: Path) -> None:
     """Index ``manifest`` into ``uri``; sample RSS; write the figures to ``out``."""
     common.offline()
+    common.setup_logging()
     from indexer.pipeline import run_index
     from search.config import Settings
 
