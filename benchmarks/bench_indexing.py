@@ -138,9 +138,10 @@ def index_rate(manifest: Path, embedder: Any, tuning: Any, tmp: Path, tag: str) 
     store.collections()  # open Lite (it starts its server) before the clock starts
     cpu0 = common.cpu_seconds()
     try:
-        report = run_index(
-            manifest, settings, IndexOptions(tuning=tuning), embedder=embedder, store=store
-        )
+        with common.GpuUtilisation(embedder.device) as gpu:
+            report = run_index(
+                manifest, settings, IndexOptions(tuning=tuning), embedder=embedder, store=store
+            )
     finally:
         store.close()
     cpu1 = common.cpu_seconds()
@@ -156,6 +157,7 @@ def index_rate(manifest: Path, embedder: Any, tuning: Any, tmp: Path, tag: str) 
         # the decode workers (reaped children), in core-milliseconds
         "main_cpu_ms": 1000 * (cpu1[0] - cpu0[0]) / n,
         "worker_cpu_ms": 1000 * (cpu1[1] - cpu0[1]) / n,
+        **gpu.summary(),  # CUDA: how busy the GPU was during the run
     }
 
 
@@ -278,6 +280,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     # b/a if b's CPU per image were spread perfectly over the cores that a
                     # keeps busy: the most any pipeline with b's per-image work can reach
                     "b_over_a_ceiling": a_cpu / (b["main_cpu_ms"] + b["worker_cpu_ms"]),
+                    **{k: v for k, v in b.items() if k.startswith("gpu_util")},
                 }
             )
             log.info("repeat %d: a=%.1f b=%.1f c=%.1f", k, a, b["img_s"], c["img_s"])
@@ -343,6 +346,8 @@ def report(result: dict[str, Any]) -> str:
         "indexer_loop_img_s",
         "b_over_a_ceiling",
     ]
+    if "gpu_util_mean_pct" in result["repeats"][0]:
+        cols += ["gpu_util_mean_pct", "gpu_util_max_pct"]
     parts.append(
         common.table(
             "CPU core-ms per image (a's forward; b's main process and workers)",

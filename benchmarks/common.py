@@ -6,7 +6,10 @@ import json
 import logging
 import os
 import platform
+import shutil
 import statistics
+import subprocess
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -109,3 +112,60 @@ def cpu_seconds() -> tuple[float, float]:
     """(this process, its reaped children) user + system CPU seconds so far."""
     t = os.times()
     return t.user + t.system, t.children_user + t.children_system
+
+
+class GpuUtilisation:
+    """Samples the GPU's utilisation with ``nvidia-smi`` while a block runs (CUDA only).
+
+    ``summary()`` gives the mean and max percentage over the samples, or ``{}`` on a CPU
+    device or where ``nvidia-smi`` is missing.
+    """
+
+    def __init__(self, device: str, interval: float = 0.5) -> None:
+        self.device = device
+        self.index = device.partition(":")[2] or "0"
+        self.interval = interval
+        self.samples: list[float] = []
+        self.enabled = device.startswith("cuda") and shutil.which("nvidia-smi") is not None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> GpuUtilisation:
+        if self.enabled:
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        cmd = ["nvidia-smi", "-i", self.index, "--query-gpu=utilization.gpu",
+               "--format=csv,noheader,nounits"]  # fmt: skip
+        while not self._stop.wait(self.interval):
+            try:
+                out = subprocess.run(cmd, capture_output=True, text=True, timeout=5).stdout
+            except (OSError, subprocess.SubprocessError):
+                return
+            self.samples += parse_utilisation(out)
+
+    def summary(self) -> dict[str, float]:
+        if not self.samples:
+            return {}
+        return {
+            "gpu_util_mean_pct": statistics.fmean(self.samples),
+            "gpu_util_max_pct": max(self.samples),
+        }
+
+
+def parse_utilisation(text: str) -> list[float]:
+    """Percentages from ``nvidia-smi --query-gpu=utilization.gpu --format=csv,...`` output."""
+    out = []
+    for line in text.splitlines():
+        try:
+            out.append(float(line.strip().rstrip("%").strip()))
+        except ValueError:
+            continue
+    return out
