@@ -173,7 +173,8 @@ def bench_backend(
             if n > cfg.get("max_items", n):
                 continue  # slow builds only on the small store
             kw = {"index_type": cfg["index_type"], "hnsw_m": cfg.get("M", 16),
-                  "hnsw_ef_construction": cfg.get("efc", 200)}  # fmt: skip
+                  "hnsw_ef_construction": cfg.get("efc", 200),
+                  "search_consistency": args.consistency}  # fmt: skip
             name = f"bench_{n}_{cfg['label']}".replace("-", "_").replace("=", "")
             t0 = time.perf_counter()
             store = build_store(uri, name, vectors, kw, info)
@@ -188,6 +189,7 @@ def bench_backend(
                     max(3, args.latency_n // 4),
                 )
                 row = {"backend": backend, "items": n, "index": cfg["label"], "ef": ef or "",
+                       "consistency": args.consistency,
                        "recall@10": recall(found, truth), "build_s": build_s,
                        "single_p50_ms": common.percentile(one, 50), "single_p95_ms": common.percentile(one, 95),
                        f"batch{args.batch}_p50_ms": common.percentile(many, 50),
@@ -292,7 +294,7 @@ CONFIGS = [
 
 def report(result: dict[str, Any], batch: int) -> str:
     m = result["machine"]
-    cols = ["backend", "items", "index", "ef", "recall@10", "single_p50_ms", "single_p95_ms",
+    cols = ["backend", "items", "index", "ef", "consistency", "recall@10", "single_p50_ms", "single_p95_ms",
             f"batch{batch}_p50_ms", f"batch{batch}_p95_ms", "build_s"]  # fmt: skip
     return "\n".join(
         [
@@ -323,6 +325,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--server", action="store_true", help="also the Milvus 2.3.5 server")
     p.add_argument(
         "--backends", nargs="+", choices=["lite", "server"], default=["lite"], help="stores to run"
+    )
+    p.add_argument(
+        "--consistency",
+        default="Strong",
+        choices=["Strong", "Bounded", "Session", "Eventually"],
+        help="search consistency level (Lite ignores it)",
     )
     p.add_argument("--only-hnsw-ef", type=int, nargs="+", help="only HNSW-M16-efc200 at these ef")
     p.add_argument("--cache-dir", default=None)

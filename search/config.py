@@ -16,6 +16,7 @@ from .errors import ConfigError
 
 DEFAULT_MODEL = "builtin:efficientnet-lite0"
 ENV_PREFIX = "VSEARCH_"
+CONSISTENCY_LEVELS = ("Strong", "Bounded", "Session", "Eventually")
 
 
 def _default_cache_dir() -> str:
@@ -58,8 +59,19 @@ class Settings:
     allowed_roots: tuple[str, ...] = ()
     min_score: float = 0.0
     alias_ttl: float = 2.0  # seconds a searcher trusts its alias resolution
+    # Strong: a search sees every row written before it (a query right after `vsearch index`
+    # finds the new items). Bounded: up to the server's grace time (5 s) stale, and on a
+    # Milvus server ~400 ms faster per query (docs/benchmarks.md). Lite ignores it.
+    search_consistency: str = "Strong"
     retries: int = 3
     retry_backoff: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.search_consistency not in CONSISTENCY_LEVELS:
+            raise ConfigError(
+                f"search_consistency must be one of {', '.join(CONSISTENCY_LEVELS)}, "
+                f"not {self.search_consistency!r}"
+            )
 
     def replace(self, **changes: object) -> Settings:
         """Return a copy with ``changes`` applied (unknown names raise ConfigError)."""

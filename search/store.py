@@ -313,6 +313,7 @@ class MilvusStore:
             filter=filter,
             output_fields=OUTPUT_FIELDS,
             search_params=params,
+            consistency_level=self.settings.search_consistency,
         )
         return [[_to_match(hit) for hit in hits] for hits in res]
 

@@ -171,3 +171,21 @@ def test_set_alias_tolerates_a_parallel_creator(backend_settings, embedder, monk
     with pytest.raises(StoreError):  # a different target is a real conflict
         store.set_alias(alias, green)
     assert len(seen) == 2 and store.resolve(alias) == blue
+
+
+def test_bounded_consistency_searches_find_the_same_items(catalog, backend_settings, embedder):
+    """The faster read level is accepted by both backends and converges to Strong's answer."""
+    store = MilvusStore(backend_settings)
+    _index(catalog, backend_settings, embedder, store)
+    query = catalog.parent / "img" / "coffee-1.jpg"
+    strong = [h.id for h in Searcher(backend_settings, store=store, embedder=embedder).similar(
+        query, limit=4)]  # fmt: skip
+    bounded_settings = backend_settings.replace(search_consistency="Bounded")
+    bounded = Searcher(bounded_settings, store=MilvusStore(bounded_settings), embedder=embedder)
+    deadline = time.monotonic() + 30  # a server's grace time is 5 s by default
+    while True:
+        found = [h.id for h in bounded.similar(query, limit=4)]
+        if found == strong or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert found == strong and strong[:2] == ["coffee-1", "coffee-0"]

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from search.config import Settings
 from search.embedder import ModelInfo
 from search.errors import ProvenanceMismatch, StoreLockedError
 from search.store import MilvusStore, _chunks_by_bytes, _row_bytes
@@ -110,3 +111,13 @@ def test_ids_with_quotes_backslashes_and_unicode_round_trip(settings) -> None:
     assert [r["id"] for r in store.get("c1", odd)] == odd
     assert store.delete("c1", odd[:3]) == 3
     assert set(store.fingerprints("c1")) == {"it's.jpg"}
+
+
+def test_search_consistency_is_validated_and_read_from_the_environment() -> None:
+    from search.errors import ConfigError
+
+    assert Settings().search_consistency == "Strong"
+    env = {"VSEARCH_SEARCH_CONSISTENCY": "Bounded"}
+    assert Settings.from_env(env).search_consistency == "Bounded"
+    with pytest.raises(ConfigError, match="search_consistency"):
+        Settings(search_consistency="eventual-ish")
