@@ -62,7 +62,8 @@ class BatchPreprocess:
             return self.full(img)
         if self.torch_resize is not None:
             short, crop = self.torch_resize
-            hwc = torch.from_numpy(np.array(img.convert("RGB"), dtype=np.uint8))
+            rgb = img if img.mode == "RGB" else img.convert("RGB")
+            hwc = torch.from_numpy(np.array(rgb, dtype=np.uint8))
             return resize_crop(hwc.permute(2, 0, 1), short, crop).contiguous()
         for step in self.head:
             img = step(img)

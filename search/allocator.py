@@ -4,7 +4,7 @@ glibc serves every allocation above its mmap threshold (128 KiB, adapting up to 
 with fresh pages from ``mmap`` and gives them back with ``munmap`` on free. A CPU forward
 pass allocates and frees its activations layer by layer; at batch 8 EfficientNet-Lite0's
 largest is ~40 MB, above any threshold, so every layer of every batch faulted in and
-zeroed new pages: a third of the forward's CPU time was system time, and batches above 4
+zeroed new pages: a quarter of the forward's CPU time was system time, and batches above 4
 ran slower per image than batch 4 (docs/benchmarks.md). Serving large blocks from the heap
 (``M_MMAP_MAX = 0``) and trimming the heap only past ``trim_mb`` of free memory at its top
 (``M_TRIM_THRESHOLD``) reuses the same pages batch after batch.

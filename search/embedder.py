@@ -3,8 +3,8 @@
 An :class:`Embedder` loads any open_clip model (a built-in name plus pretrained tag, which
 open_clip downloads as usual; a ``local-dir:`` folder; or the offline default
 ``builtin:efficientnet-lite0``), takes its preprocessing from the model, and returns
-L2-normalised float32 vectors. It runs in channels-last memory format (faster on both CPU
-and CUDA here); on CUDA it adds autocast (bf16 where supported, else fp16) and non-blocking
+L2-normalised float32 vectors. It runs in channels-last memory format (measured faster on
+the CPU, docs/benchmarks.md; the usual choice on CUDA); on CUDA it adds autocast (bf16 where supported, else fp16) and non-blocking
 copies from pinned memory; on the CPU it tunes glibc's allocator (:mod:`search.allocator`).
 """
 
