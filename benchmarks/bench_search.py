@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from search.config import CONSISTENCY_LEVELS
+
 from . import common, workload
 
 log = logging.getLogger("bench_search")
@@ -103,7 +105,10 @@ def lat(name: str, ms: list[float], **extra: Any) -> dict[str, Any]:
     }
 
 
-def build_store(uri: str, name: str, vectors: np.ndarray, settings_kw: dict, info: Any) -> Any:
+def build_store(
+    uri: str, name: str, vectors: np.ndarray, settings_kw: dict, info: Any
+) -> tuple[Any, tuple[int, int] | None]:
+    """A fresh store holding ``vectors``, and its index progress (see :func:`wait_for_index`)."""
     from search.config import Settings
     from search.store import MilvusStore
 
@@ -128,9 +133,9 @@ def build_store(uri: str, name: str, vectors: np.ndarray, settings_kw: dict, inf
         store.upsert(name, rows[start : start + 2000])
     store.flush(name)
     store.count(name)
-    wait_for_index(store, name, vectors[:8])
+    progress = wait_for_index(store, name, vectors[:8])
     log.info("%s: %d rows in %.1f s", name, len(rows), time.perf_counter() - t0)
-    return store
+    return store, progress
 
 
 def indexed_rows(store: Any, name: str) -> tuple[int, int] | None:
@@ -139,22 +144,25 @@ def indexed_rows(store: Any, name: str) -> tuple[int, int] | None:
         index = store.client.list_indexes(name)[0]
         info = store.client.describe_index(name, index)
         return int(info["indexed_rows"]), int(info["total_rows"])
-    except Exception:  # Lite or an older server: no progress figures
+    except Exception:  # a store without progress figures
         return None
 
 
-def wait_for_index(store: Any, name: str, probe: np.ndarray, limit_s: float = 900) -> None:
+def wait_for_index(
+    store: Any, name: str, probe: np.ndarray, limit_s: float = 900
+) -> tuple[int, int] | None:
     """Indexes build in the background after a flush: wait until they cover every row.
 
-    A server reports its progress (indexed vs total rows); until then its unindexed
-    segments are searched by brute force, which would inflate recall. Lite does not report
-    it: there, wait until search latency settles.
+    Milvus (server and Lite 3.2.2) reports its progress (indexed vs total rows); until
+    then unindexed segments are searched by brute force, which would inflate recall. A
+    store that reports nothing: wait until search latency settles. Returns the (indexed,
+    total) rows the store last reported, or None.
     """
     deadline = time.monotonic() + limit_s
     while (progress := indexed_rows(store, name)) is not None and progress[1] > 0:
         if progress[0] >= progress[1] or time.monotonic() > deadline:
             log.info("%s: index covers %d of %d rows", name, *progress)
-            return
+            return progress
         time.sleep(2)
     last = None
     while time.monotonic() < deadline:
@@ -162,9 +170,10 @@ def wait_for_index(store: Any, name: str, probe: np.ndarray, limit_s: float = 90
         store.search(name, probe, limit=K)
         took = time.perf_counter() - t0
         if last is not None and took < 1.5 * last and took < 1.0:
-            return
+            return progress
         last = took
         time.sleep(2)
+    return progress
 
 
 def search_ids(store: Any, name: str, queries: np.ndarray, ef: int | None) -> np.ndarray:
@@ -198,9 +207,8 @@ def bench_backend(
                   "search_consistency": args.consistency}  # fmt: skip
             name = f"bench_{n}_{cfg['label']}".replace("-", "_").replace("=", "")
             t0 = time.perf_counter()
-            store = build_store(uri, name, vectors, kw, info)
+            store, progress = build_store(uri, name, vectors, kw, info)
             build_s = time.perf_counter() - t0
-            progress = indexed_rows(store, name)
             for ef in cfg.get("ef", [None]):
                 found = search_ids(store, name, queries, ef)
                 one = timed(
@@ -352,7 +360,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument(
         "--consistency",
         default="Strong",
-        choices=["Strong", "Bounded", "Session", "Eventually"],
+        choices=CONSISTENCY_LEVELS,
         help="search consistency level (Lite ignores it)",
     )
     p.add_argument("--only-hnsw-ef", type=int, nargs="+", help="only HNSW-M16-efc200 at these ef")

@@ -122,7 +122,6 @@ class GpuUtilisation:
     """
 
     def __init__(self, device: str, interval: float = 0.5) -> None:
-        self.device = device
         self.index = device.partition(":")[2] or "0"
         self.interval = interval
         self.samples: list[float] = []
