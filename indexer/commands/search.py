@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from search.errors import ConfigError
+from PIL import Image
+
+from search import Embedder, Searcher
+from search.config import Settings
+from search.errors import ConfigError, ImageError
+from search.filters import parse_filter_args
+from search.images import open_image
+from search.searcher import MAX_LIMIT, MAX_OFFSET
 
 from ..cli import add_model_args, add_store_args, settings_from
 from .output import print_json, print_matches
@@ -32,14 +39,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from search import Embedder, Searcher
-    from search.filters import parse_filter_args
+def check_query(args: argparse.Namespace, settings: Settings) -> Image.Image | None:
+    """Validate the query before anything heavy loads; return the decoded query photo.
 
-    given = [x for x in (args.image, args.item_id, args.text) if x]
+    Opening the store and loading the model take seconds: a missing or unreadable photo, an
+    empty id or text, or bad paging must fail at once, naming what is wrong (exit code 2).
+    """
+    given = [x for x in (args.image, args.item_id, args.text) if x is not None]
     if len(given) != 1:
         raise ConfigError("give exactly one query: IMAGE, --id ID or --text TEXT")
+    if not given[0].strip():
+        raise ConfigError("the query is empty: give an image path, an item id or a text")
+    if not 1 <= args.limit <= MAX_LIMIT:
+        raise ConfigError(f"--limit must be between 1 and {MAX_LIMIT}")
+    if not 0 <= args.offset <= MAX_OFFSET:
+        raise ConfigError(f"--offset must be between 0 and {MAX_OFFSET}")
+    if args.image is None:
+        return None
+    try:
+        return open_image(args.image, max_pixels=settings.max_image_pixels)
+    except ImageError as exc:
+        raise ImageError(f"query image {args.image}: {exc}") from exc
+
+
+def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
+    query_image = check_query(args, settings)
     filters = parse_filter_args(args.filter, settings.numeric_columns)
     embedder = Embedder.from_settings(settings) if args.model else None
     searcher = Searcher(settings, embedder=embedder)
@@ -54,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.text:
         matches = searcher.similar_text(args.text, **kw)
     else:
-        matches = searcher.similar(args.image, **kw)
+        matches = searcher.similar(query_image, **kw)
     if args.json:
         print_json([m.to_dict() for m in matches])
     else:
