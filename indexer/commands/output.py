@@ -19,6 +19,11 @@ def print_json(data: Any) -> None:
 
 
 def print_matches(matches: Sequence[Match]) -> None:
+    """One line per match (rank, score, id, title, category/brand, price), then its image.
+
+    The image path (or URL) goes on its own indented line, so a user can open it straight
+    away and a long path never pushes the title out of sight.
+    """
     if not matches:
         print("no matches")
         return
@@ -30,6 +35,8 @@ def print_matches(matches: Sequence[Match]) -> None:
         print(
             f"{rank:3d}. {m.score:.4f}  {m.id}  {title}" + (f"  [{extra}]" if extra else "") + price
         )
+        if m.image:
+            print(f"     {m.image}")
 
 
 def progress_reporter(

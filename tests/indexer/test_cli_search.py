@@ -4,10 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from indexer.cli import EXIT_USAGE, main
+from indexer.cli import EXIT_OK, EXIT_USAGE, main
+from indexer.pipeline import run_index
 from search.config import Settings
 from search.searcher import Searcher
 from search.store import MilvusStore
+from tests.helpers import product_catalog
 
 
 @pytest.fixture
@@ -77,3 +79,18 @@ def test_bad_query_arguments_fail_before_the_store_opens(
     assert main(["search", *argv]) == EXIT_USAGE
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_text_output_shows_each_match_image(
+    tmp_path: Path, cli_env: Settings, embedder, capsys
+) -> None:
+    manifest = product_catalog(tmp_path / "cat", ["coffee", "rocket"], per_product=2)
+    report = run_index(manifest, cli_env, embedder=embedder)
+    assert report.count == 4
+    capsys.readouterr()
+    assert main(["search", "--id", "coffee-0", "-k", "2"]) == EXIT_OK
+    lines = capsys.readouterr().out.splitlines()
+    image = str((tmp_path / "cat" / "img" / "coffee-1.jpg").resolve())
+    assert lines[0].split()[0::2][:2] == ["1.", "coffee-1"]
+    assert lines[1].strip() == image
+    assert len(lines) == 4 and lines[3].strip().endswith(".jpg")
