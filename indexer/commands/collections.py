@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from search.types import CollectionInfo
+
 from ..cli import add_store_args, settings_from
 from .output import print_json
 
@@ -38,12 +40,17 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json([i.to_dict() for i in infos])
         return 0
-    live = store.resolve(settings.collection)
     for info in infos:
-        model = info.model.describe() if info.model else "(not a vsearch collection)"
-        flag = "LIVE" if info.name == live else "    "
-        print(f"{flag}  {info.name:40s} {info.count:>9d} items  {model}")
+        print(collection_line(info))
     return 0
+
+
+def collection_line(info: CollectionInfo) -> str:
+    """``LIVE`` for every collection an alias points to, with the alias names after it."""
+    model = info.model.describe() if info.model else "(not a vsearch collection)"
+    flag = "LIVE" if info.aliases else "    "
+    names = f"  <- {', '.join(info.aliases)}" if info.aliases else ""
+    return f"{flag}  {info.name:40s} {info.count:>9d} items  {model}{names}"
 
 
 def register_promote(sub: argparse._SubParsersAction) -> None:
