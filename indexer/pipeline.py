@@ -20,14 +20,14 @@ from typing import Any
 
 from search.config import Settings
 from search.embedder import Embedder, ModelInfo
-from search.errors import ProvenanceMismatch, StoreError
+from search.errors import ProvenanceMismatch, SafetyRefusal, StoreError
 from search.store import MilvusStore
 
 from .catalog import Catalog, load_catalog
 from .dataset import ImageDataset, make_loader, model_input
 from .download import fetch_catalog_urls
 from .lock import IndexLock
-from .plan import Job, Plan, guard_deletions, make_plan
+from .plan import Job, Plan, deletion_refusal, make_plan
 from .preprocess import BatchPreprocess
 from .report import Failure, IndexReport
 from .shard import Shard
@@ -48,11 +48,14 @@ class IndexOptions:
     shard: Shard | None = None  # index (and delete) only the items of this shard
 
 
-def target_collection(store: MilvusStore, alias: str, model: ModelInfo, new_version: bool) -> str:
+def target_collection(
+    store: MilvusStore, alias: str, model: ModelInfo, new_version: bool, *, create: bool = True
+) -> str:
     """The physical collection this model's vectors go to (created on first use).
 
     A live collection of the same model is reused; with another model the run is refused
     unless ``new_version`` asks to build a parallel collection for a blue-green switch.
+    create=False (a dry run) only names it.
     """
     live = store.resolve(alias)
     versioned = f"{alias}__{model.slug}"
@@ -64,7 +67,7 @@ def target_collection(store: MilvusStore, alias: str, model: ModelInfo, new_vers
             store.check_model(live, model)  # raises with the full explanation
     if store.exists(versioned):
         store.check_model(versioned, model)
-    else:
+    elif create:
         store.create(versioned, model)
     return versioned
 
@@ -101,9 +104,16 @@ def run_index(
     with IndexLock(
         settings.replace(collection=f"{settings.collection}#{shard}") if shard else settings
     ):
-        physical = target_collection(store, settings.collection, embedder.info, options.new_version)
+        physical = target_collection(
+            store,
+            settings.collection,
+            embedder.info,
+            options.new_version,
+            create=not options.dry_run,
+        )
         report.collection = physical
-        stored = store.fingerprints(physical)
+        exists = not options.dry_run or store.exists(physical)
+        stored = store.fingerprints(physical) if exists else {}
         if shard is not None:  # never diff (hence never delete) another shard's items
             stored = {k: v for k, v in stored.items() if shard.owns(k)}
         urls = [i.image for i in catalog.items if i.is_url]
@@ -113,13 +123,7 @@ def run_index(
         plan = make_plan(
             catalog.items, stored, fetched, keep=catalog.protected_ids, may_delete=catalog.complete
         )
-        guard_deletions(
-            plan,
-            len(stored),
-            len(catalog.items),
-            settings.max_delete_fraction,
-            options.force_delete,
-        )
+        refusal = _guard_deletions(plan, len(stored), len(catalog.items), settings, options)
         report.unchanged = plan.unchanged
         report.failed = [Failure(i, r) for i, r in plan.failed]
         log.info(
@@ -131,14 +135,39 @@ def run_index(
             plan.unchanged,
             len(plan.delete),
         )
-        if not options.dry_run:
+        if options.dry_run:
+            _report_plan(plan, report, refusal)
+            report.live = exists and store.resolve(settings.collection) == physical
+        else:
             tuning = options.tuning or choose(settings, embedder.device)
             _apply(plan, catalog, store, physical, embedder, settings, tuning, report, progress)
             _make_live_if_first(store, settings.collection, physical, report)
-        report.count = store.count(physical)
+        report.count = store.count(physical) if exists else 0
     report.seconds = time.perf_counter() - started
     log.info("%s", report.summary())
     return report
+
+
+def _guard_deletions(
+    plan: Plan, stored: int, seen: int, settings: Settings, options: IndexOptions
+) -> str:
+    """Raise :class:`SafetyRefusal` for a mass deletion; a dry run gets the reason back."""
+    if options.force_delete:
+        return ""
+    reason = deletion_refusal(plan, stored, seen, settings.max_delete_fraction, settings.collection)
+    if reason and not options.dry_run:
+        raise SafetyRefusal(reason)
+    return reason
+
+
+def _report_plan(plan: Plan, report: IndexReport, refusal: str) -> None:
+    """A dry run's report: what the run would add, update, re-tag and delete."""
+    report.added = sum(1 for j in plan.embed if j.is_new)
+    report.updated = len(plan.embed) - report.added + sum(1 for j in plan.retag if j.meta_changed)
+    report.refreshed = sum(1 for j in plan.retag if not j.meta_changed)
+    report.unchanged += report.refreshed
+    report.deleted = len(plan.delete)
+    report.refused = refusal
 
 
 def _apply(
@@ -253,6 +282,7 @@ def _retag(jobs: list[Job], store: MilvusStore, physical: str, report: IndexRepo
         changed = sum(1 for j in chunk if j.meta_changed and j.item.id in rows)
         report.updated += changed
         report.unchanged += len(out) - changed
+        report.refreshed += len(out) - changed
 
 
 def _make_live_if_first(store: MilvusStore, alias: str, physical: str, report: IndexReport) -> None:

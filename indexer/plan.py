@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
-from search.errors import ImageError, SafetyRefusal
+from search.errors import ImageError
 from search.types import StoredRow
 
 from .catalog import CatalogItem
@@ -84,19 +84,27 @@ def make_plan(
     return plan
 
 
-def guard_deletions(
-    plan: Plan, stored_count: int, seen: int, max_fraction: float, force: bool
-) -> None:
-    """Refuse to empty the collection because the source is empty or unmounted."""
-    if force or not plan.delete:
-        return
+def deletion_refusal(
+    plan: Plan, stored_count: int, seen: int, max_fraction: float, alias: str = ""
+) -> str:
+    """Why the deletion guard refuses ``plan`` ('' when it lets it through).
+
+    The usual cause of a mass deletion is not a catalog that shrank but another catalog
+    pointed at the same collection, so the message names both ways out.
+    """
+    if not plan.delete:
+        return ""
     if seen == 0:
-        raise SafetyRefusal(
+        return (
             f"the catalog is empty but the collection holds {stored_count} items; refusing to "
             "delete them all (is the source unmounted?). Re-run with --force-delete if intended"
         )
     if len(plan.delete) > max_fraction * stored_count:
-        raise SafetyRefusal(
-            f"this run would delete {len(plan.delete)} of {stored_count} items "
-            f"(more than {max_fraction:.0%}); refusing. Re-run with --force-delete if intended"
+        where = f"collection {alias!r}" if alias else "the collection"
+        return (
+            f"this run would delete {len(plan.delete)} of {stored_count} items of {where} "
+            f"(more than {max_fraction:.0%}); refusing. A different catalog goes in its own "
+            "collection: add --collection NAME (env VSEARCH_COLLECTION). If these items really "
+            "left the catalog, re-run with --force-delete"
         )
+    return ""

@@ -21,6 +21,9 @@ class IndexReport:
     added: int = 0
     updated: int = 0
     unchanged: int = 0
+    # of the unchanged: rows rewritten only to record a new file signature (same bytes, same
+    # metadata, e.g. a file copied again); counted so the summary says they were touched
+    refreshed: int = 0
     deleted: int = 0
     embedded: int = 0
     failed: list[Failure] = field(default_factory=list)
@@ -29,6 +32,7 @@ class IndexReport:
     seconds: float = 0.0
     embed_seconds: float = 0.0
     dry_run: bool = False
+    refused: str = ""  # dry run: why the deletion guard would refuse the real run
 
     @property
     def images_per_second(self) -> float:
@@ -46,9 +50,25 @@ class IndexReport:
 
     def summary(self) -> str:
         failed = len(self.failed) + len(self.row_errors)
+        if self.dry_run:
+            return self._plan_summary(failed)
+        refreshed = (
+            f" ({self.refreshed} rewritten: same bytes, new file time)" if self.refreshed else ""
+        )
         return (
             f"{self.collection}: seen {self.seen}, added {self.added}, updated {self.updated}, "
-            f"unchanged {self.unchanged}, deleted {self.deleted}, failed {failed}; "
+            f"unchanged {self.unchanged}{refreshed}, deleted {self.deleted}, failed {failed}; "
             f"{self.count} items; {self.images_per_second:.1f} images/s "
             f"({self.embedded} embedded in {self.embed_seconds:.1f}s, run {self.seconds:.1f}s)"
         )
+
+    def _plan_summary(self, failed: int) -> str:
+        refreshed = f" ({self.refreshed} to rewrite: new file time)" if self.refreshed else ""
+        text = (
+            f"dry run, nothing written: {self.collection} ({self.count} items now): "
+            f"seen {self.seen}, would add {self.added}, update {self.updated}, "
+            f"delete {self.deleted}; unchanged {self.unchanged}{refreshed}, failed {failed}"
+        )
+        if self.refused:
+            text += f"\n  the deletion guard would refuse this run: {self.refused}"
+        return text

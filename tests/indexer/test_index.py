@@ -103,8 +103,12 @@ def test_mass_deletion_is_refused_unless_forced(catalog, settings, embedder, tmp
         _index(empty, settings, embedder, store)
     for d in ("coffee", "rocket", "astronaut"):
         shutil.rmtree(catalog / d)
-    with pytest.raises(SafetyRefusal, match="delete 6 of 8"):
+    with pytest.raises(SafetyRefusal, match="delete 6 of 8") as refused:
         _index(catalog, settings, embedder, store)
+    assert "--collection NAME" in str(refused.value) and "--force-delete" in str(refused.value)
+    plan = _index(catalog, settings, embedder, store, dry_run=True)  # the plan, not an error
+    assert (plan.added, plan.updated, plan.deleted, plan.unchanged) == (0, 0, 6, 2)
+    assert plan.refused == str(refused.value) and plan.count == 8 and plan.live
     assert store.count(store.require("catalog")) == 8  # nothing was touched
     forced = _index(catalog, settings, embedder, store, force_delete=True)
     assert forced.deleted == 6 and forced.count == 2
@@ -114,6 +118,8 @@ def test_dry_run_writes_nothing(catalog, settings, embedder) -> None:
     store = MilvusStore(settings)
     report = _index(catalog, settings, embedder, store, dry_run=True)
     assert report.dry_run and report.embedded == 0 and report.count == 0
+    assert (report.added, report.deleted, report.refused) == (8, 0, "")
+    assert store.collections() == []  # not even an empty collection was created
 
 
 def test_a_second_run_on_the_same_collection_is_locked_out(catalog, settings, embedder) -> None:
