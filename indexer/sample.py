@@ -9,6 +9,7 @@ price.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 from pathlib import Path
 
@@ -72,12 +73,15 @@ def make_sample_catalog(target: str | Path, *, size: int = 640) -> Path:
     target = Path(target)
     (target / "images").mkdir(parents=True, exist_ok=True)
     rows = []
+    written = 0  # files actually (re)written; an unchanged catalog keeps its file times
     for p, (loader, title, category) in enumerate(PRODUCTS):
         base = _load(loader)
         base.thumbnail((size, size), Image.Resampling.LANCZOS)
         for v, photo in enumerate(_variants(base), 1):
             rel = f"images/{loader}-{v}.jpg"
-            photo.save(target / rel, "JPEG", quality=90)
+            buf = io.BytesIO()
+            photo.save(buf, "JPEG", quality=90)
+            written += _write_if_changed(target / rel, buf.getvalue())
             rows.append(
                 {
                     "id": f"SKU-{p + 1:03d}-{v}",
@@ -90,9 +94,25 @@ def make_sample_catalog(target: str | Path, *, size: int = 640) -> Path:
                 }
             )
     manifest = target / "catalog.csv"
-    with manifest.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    log.info("wrote a sample catalog of %d photos to %s", len(rows), target)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    written += _write_if_changed(manifest, text.getvalue().encode("utf-8"))
+    log.info("sample catalog of %d photos in %s (%d files written)", len(rows), target, written)
     return manifest
+
+
+def _write_if_changed(path: Path, data: bytes) -> bool:
+    """Write ``data`` unless ``path`` already holds exactly it (returns whether it wrote).
+
+    A re-run of the demo must leave the files alone: a rewritten file gets a new modification
+    time, and the indexer would then re-read and rewrite every row to record it.
+    """
+    try:
+        if path.read_bytes() == data:
+            return False
+    except OSError:
+        pass
+    path.write_bytes(data)
+    return True
