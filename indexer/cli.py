@@ -120,12 +120,15 @@ def configure_logging(verbose: bool, quiet: bool) -> None:
     # traceback; our errors already say it in one line. Import it first, then quiet it.
     import pymilvus  # noqa: F401
 
+    # milvus_lite logs a 20-line traceback when another process holds the database; the store
+    # turns that into StoreLockedError, whose one line says what to do.
     for name in (
         "pymilvus",
         "pymilvus.decorators",
         "pymilvus.milvus_client",
         "grpc",
         "grpc._server",
+        "milvus_lite.server_manager",
     ):
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.CRITICAL)
 

@@ -125,8 +125,11 @@ class MilvusStore:
 
     def resolve(self, name: str) -> str | None:
         """The physical collection behind ``name`` (an alias or a collection), or None."""
+        # Connect outside the try: a held Lite database or an unreachable server must raise
+        # once, not be swallowed here and tried again by exists().
+        client = self.client
         try:
-            desc = self.client.describe_alias(name)
+            desc = client.describe_alias(name)
             target = desc.get("collection_name") if isinstance(desc, dict) else None
             if target:
                 return str(target)
