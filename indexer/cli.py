@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -133,9 +134,24 @@ def configure_logging(verbose: bool, quiet: bool) -> None:
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.CRITICAL)
 
 
+def quiet_grpc(verbose: bool) -> None:
+    """Keep gRPC's C core off stderr unless ``-v`` (or the user set GRPC_VERBOSITY).
+
+    It writes there itself, past Python logging: a ``fork_posix.cc`` note each time a decode
+    worker forks while Lite's in-process server holds gRPC threads, and ``GOAWAY ...
+    too_many_pings`` when that server throttles the client's keepalive pings. Neither is an
+    error; real failures come back as exceptions, which ``main`` prints as one line. gRPC
+    reads the variable when it loads, so this runs before anything imports it; only the
+    program's entry point sets it (the library never touches ``os.environ``).
+    """
+    if not verbose:
+        os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    quiet_grpc(args.verbose)
     configure_logging(args.verbose, args.quiet)
     try:
         return int(args.handler(args) or EXIT_OK)
