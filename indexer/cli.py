@@ -144,7 +144,7 @@ def quiet_grpc(verbose: bool) -> None:
     reads the variable when it loads, so this runs before anything imports it; only the
     program's entry point sets it (the library never touches ``os.environ``).
     """
-    if not verbose:
+    if not verbose and "grpc" not in sys.modules:  # once loaded, the setting is moot
         os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 

@@ -11,6 +11,8 @@ import pytest
 from indexer.cli import EXIT_LOCKED, EXIT_OK, EXIT_PARTIAL, EXIT_REFUSED, EXIT_USAGE, main
 from indexer.lock import IndexLock
 from search.config import Settings
+from search.embedder import Embedder
+from search.searcher import Searcher
 from tests.helpers import write_folder
 
 
@@ -55,12 +57,23 @@ def test_help_is_instant_and_loads_no_model() -> None:
         assert command in out.stdout
 
 
-def test_index_json_summary_and_exit_codes(tmp_path: Path, settings: Settings) -> None:
+@pytest.fixture
+def cli_env(settings: Settings, embedder, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The in-process CLI on this test's database, with the session's loaded model."""
+    for key, value in _env(settings).items():
+        if key.startswith("VSEARCH_"):
+            monkeypatch.setenv(key, value)
+    monkeypatch.setattr(Embedder, "from_settings", classmethod(lambda cls, s: embedder))
+    monkeypatch.setattr(Searcher, "embedder_for", lambda self, model: embedder)
+    return settings
+
+
+def test_index_json_summary_and_exit_codes(tmp_path: Path, cli_env: Settings, capsys) -> None:
     root = tmp_path / "cat"
     write_folder(root, ["coffee", "rocket"], per_product=2)
-    # a decode worker forks while Lite's in-process gRPC server runs: gRPC's C core used to
-    # print a fork_posix.cc note on stderr even with -q
-    first = _vsearch(["-q", "index", str(root), "--json"], settings, VSEARCH_WORKERS="1")
+    # The program itself, in its own process: a decode worker forks while Lite's in-process
+    # gRPC server runs, and gRPC's C core used to print a fork_posix.cc note even with -q.
+    first = _vsearch(["-q", "index", str(root), "--json"], cli_env, VSEARCH_WORKERS="1")
     assert first.returncode == EXIT_OK and first.stderr == ""
     summary = json.loads(first.stdout)
     assert (summary["seen"], summary["added"], summary["count"], summary["failed_count"]) == (
@@ -71,40 +84,39 @@ def test_index_json_summary_and_exit_codes(tmp_path: Path, settings: Settings) -
     )
     assert summary["images_per_second"] > 0
 
+    # the rest in process (the session's model; the subprocess above released the database)
     (root / "broken.jpg").write_text("nope")
-    second = _vsearch(["-q", "index", str(root), "--json"], settings)
-    assert second.returncode == EXIT_PARTIAL
-    summary = json.loads(second.stdout)
+    assert main(["-q", "index", str(root), "--json"]) == EXIT_PARTIAL
+    summary = json.loads(capsys.readouterr().out)
     assert summary["embedded"] == 0 and summary["unchanged"] == 4
     assert summary["failed"] == [
         {"id": "broken.jpg", "reason": "not an image (unrecognised format)"}
     ]
 
-    found = _vsearch(
-        ["search", str(root / "rocket" / "rocket-1.jpg"), "--json", "-k", "2"], settings
-    )
-    assert found.returncode == EXIT_OK, found.stderr
-    hits = json.loads(found.stdout)
+    query = str(root / "rocket" / "rocket-1.jpg")
+    assert main(["search", query, "--json", "-k", "2"]) == EXIT_OK
+    hits = json.loads(capsys.readouterr().out)
     assert [h["id"] for h in hits] == ["rocket/rocket-1.jpg", "rocket/rocket-0.jpg"]
     assert hits[0]["score"] == pytest.approx(1.0, abs=1e-3)
 
-    text = _vsearch(["search", "--text", "a rocket"], settings)
-    assert text.returncode == EXIT_USAGE and "image-only" in text.stderr
-    assert text.stderr.count("\n") == 1  # one clear line, no traceback
+    assert main(["search", "--text", "a rocket"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "image-only" in err and err.count("\n") == 1  # one clear line, no traceback
 
 
-def test_usage_lock_and_refusal_exit_codes(tmp_path: Path, settings: Settings) -> None:
+def test_usage_lock_and_refusal_exit_codes(tmp_path: Path, cli_env: Settings, capsys) -> None:
     assert main(["-q", "index", str(tmp_path / "missing")]) == EXIT_USAGE
     root = tmp_path / "cat"
     write_folder(root, ["coffee"], per_product=1)
-    with IndexLock(settings):
-        locked = _vsearch(["-q", "index", str(root)], settings)
-    assert locked.returncode == EXIT_LOCKED and "holds the lock" in locked.stderr
-    assert _vsearch(["-q", "index", str(root)], settings).returncode == EXIT_OK
+    with IndexLock(cli_env):  # flock: a second open file conflicts even in this process
+        assert main(["-q", "index", str(root)]) == EXIT_LOCKED
+    assert "holds the lock" in capsys.readouterr().err
+    assert main(["-q", "index", str(root)]) == EXIT_OK
     empty = tmp_path / "empty"
     empty.mkdir()
-    refused = _vsearch(["-q", "index", str(empty)], settings)
-    assert refused.returncode == EXIT_REFUSED and "--force-delete" in refused.stderr
-    listing = _vsearch(["collections", "--json"], settings)
-    infos = json.loads(listing.stdout)
+    assert main(["-q", "index", str(empty)]) == EXIT_REFUSED
+    assert "--force-delete" in capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["collections", "--json"]) == EXIT_OK
+    infos = json.loads(capsys.readouterr().out)
     assert len(infos) == 1 and infos[0]["count"] == 1 and infos[0]["aliases"] == ["catalog"]
