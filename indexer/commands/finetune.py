@@ -13,15 +13,37 @@ from .output import print_json, progress_reporter
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "finetune",
-        help="adapt the backbone to a labelled catalog (head, partial or full fine-tuning)",
-        description="Train on a labelled catalog (same label = should match) and write an "
-        "open_clip model folder usable as --model local-dir:OUTPUT. Exit code 1 (and a "
-        "warning) when the result is not better than its base on the validation split.",
+        help="adapt the backbone to a catalog: find-this-product (instance) or labels",
+        description="Adapt the model to a catalog and write an open_clip model folder usable "
+        "as --model local-dir:OUTPUT. Without product groups (one photo per product, the "
+        "common case) the model learns that simulated shopper photos of an item are that "
+        "item (--objective instance); with a label column it learns that items sharing a "
+        "label match (--objective label). The result is judged on items never trained on: "
+        "exit code 1 (and a warning) unless it is significantly better than its base; "
+        "`vsearch promote` refuses such a model.",
     )
-    p.add_argument("source", help="labelled catalog: a .csv / .jsonl manifest or a folder")
+    p.add_argument("source", help="catalog: a .csv / .jsonl manifest or a folder")
     p.add_argument("--output", "-o", required=True, help="model folder to write")
-    p.add_argument("--strategy", choices=["head", "partial", "full"], default="head")
-    p.add_argument("--label-column", help="label column (default: product, category, folder)")
+    p.add_argument(
+        "--objective",
+        choices=["auto", "instance", "label"],
+        default="auto",
+        help="instance: a product's shopper photos match it (works with one photo per "
+        "product); label: items sharing --label-column match; auto: label when a label "
+        "column is given or a product column groups photos, else instance",
+    )
+    p.add_argument(
+        "--strategy",
+        choices=["head", "partial", "full"],
+        default="",
+        help="head (frozen backbone), partial (the last layers too; default for instance), "
+        "full (label objective only)",
+    )
+    p.add_argument(
+        "--label-column",
+        help="label objective: the column of items that match (e.g. product); instance: "
+        "optional product groups (several photos of one product); 'id' = every item its own",
+    )
     p.add_argument("--id-column", help="manifest id column")
     p.add_argument("--image-column", help="manifest image column")
     p.add_argument("--epochs", type=int, default=0, help="maximum epochs (default per strategy)")
@@ -31,7 +53,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--layer-decay", type=float, default=0.8, help="rate factor per layer down")
     p.add_argument(
-        "--unfreeze", type=int, default=4, help="partial: backbone layer groups to train"
+        "--unfreeze",
+        type=int,
+        default=0,
+        help="partial: backbone stages (instance, default 1) or layer groups (label, default 4) "
+        "to train",
     )
     p.add_argument("--dim", type=int, default=256, help="embedding size of the new head")
     p.add_argument("--head", choices=["linear", "mlp"], default="linear")
@@ -54,7 +80,30 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="SOURCE",
         help="a second labelled catalog used for training only (more labelled photos)",
     )
-    p.add_argument("--no-augment", action="store_true", help="partial/full: no augmentation")
+    p.add_argument("--no-augment", action="store_true", help="label partial/full: no augmentation")
+    p.add_argument("--views", type=int, default=12, help="instance: shopper views per item")
+    p.add_argument("--eval-views", type=int, default=4, help="instance: judging views per item")
+    p.add_argument(
+        "--backgrounds",
+        metavar="DIR",
+        help="instance: your own background photos for the shopper views (default: bundled "
+        "real photos)",
+    )
+    p.add_argument(
+        "--distill", type=float, default=1.0, help="instance: pull towards the base's vectors"
+    )
+    p.add_argument(
+        "--category-weight",
+        type=float,
+        default=0.0,
+        help="instance: weight of a same-category term (a weak signal; 0 = off)",
+    )
+    p.add_argument(
+        "--no-refit",
+        action="store_true",
+        help="instance: export the model trained without the held-out items (no refit on all)",
+    )
+    p.add_argument("--cache-mb", type=int, default=2048, help="instance: memory for cached views")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--workers", type=int, help="decode worker processes")
@@ -68,6 +117,7 @@ def _options(args: argparse.Namespace) -> Any:
     from indexer.finetune import FinetuneOptions
 
     return FinetuneOptions(
+        objective=args.objective,
         strategy=args.strategy,
         label_column=args.label_column,
         id_column=args.id_column,
@@ -91,6 +141,13 @@ def _options(args: argparse.Namespace) -> Any:
         max_items=args.max_items,
         extra_train=args.extra_train,
         augment=not args.no_augment,
+        views=args.views,
+        eval_views=args.eval_views,
+        backgrounds=args.backgrounds,
+        distill=args.distill,
+        category_weight=args.category_weight,
+        refit=not args.no_refit,
+        cache_mb=args.cache_mb,
         seed=args.seed,
     )
 
@@ -102,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     args.batch_size = args.batch_size_train
     options = _options(args)
-    feat_cb, feat_close = progress_reporter(not args.quiet, "features")
+    feat_cb, feat_close = progress_reporter(not args.quiet, "photos and views")
     train_cb, train_close = _train_bar(not args.quiet)
     try:
         report = finetune(
@@ -124,14 +181,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"model: local-dir:{report.output}")
     if not report.improved:
         print(
-            "vsearch: warning: the fine-tuned model is NOT better than its base on the "
-            "validation split; do not promote it",
+            "vsearch: warning: the adapted model is NOT significantly better than its base on "
+            "items it never trained on; `vsearch promote` will refuse it",
             file=sys.stderr,
         )
         return EXIT_PARTIAL
     print(
-        f"next: vsearch eval {args.source} --model {settings.model} --model "
-        f"local-dir:{report.output}",
+        f"next: vsearch index {args.source} --model local-dir:{report.output} --new-version, "
+        "then vsearch promote the new collection",
         file=sys.stderr,
     )
     return EXIT_OK

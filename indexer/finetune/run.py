@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +22,14 @@ import torch
 
 from search.config import Settings
 from search.embedder import Embedder
+from search.errors import CatalogError
 
+from ..catalog import CatalogItem, load_catalog
 from ..evaluation.features import TrunkFeatures, extract
 from ..evaluation.labels import load_labelled
 from ..evaluation.report import format_rows
 from ..evaluation.retrieval import RetrievalResult
+from .adapt import finetune_instance
 from .augment import product_augment
 from .data import add_training_items, make_split
 from .export import export_model, prepare_output
@@ -96,6 +100,37 @@ class FinetuneReport:
         return "\n".join(lines)
 
 
+def resolve_objective(
+    source: str | Path, settings: Settings, opts: FinetuneOptions
+) -> tuple[str, list[CatalogItem]]:
+    """The objective ``auto`` stands for, and the catalog's items.
+
+    ``label`` when a label column is named (``id`` excepted: every item is its own
+    product) or a ``product`` column groups photos of one product; otherwise ``instance``.
+    A category column alone never selects ``label``: categories are too coarse to say
+    which product a shopper photographed.
+    """
+    items = load_catalog(
+        source,
+        id_column=opts.id_column,
+        image_column=opts.image_column,
+        numeric_columns=(),
+        allowed_roots=settings.allowed_roots,
+    ).items
+    if not items:
+        raise CatalogError(f"catalog {source} has no usable images")
+    if opts.objective != "auto":
+        return opts.objective, items
+    if opts.label_column == "id":
+        return "instance", items
+    if opts.label_column:
+        return "label", items
+    products = Counter(str(i.metadata.get("product", "")) for i in items)
+    products.pop("", None)
+    grouped = sum(c for c in products.values() if c > 1)
+    return ("label" if len(products) > 1 and grouped >= len(items) / 2 else "instance"), items
+
+
 def finetune(
     source: str | Path,
     settings: Settings,
@@ -107,11 +142,22 @@ def finetune(
     feature_progress: FeatureProgress | None = None,
 ) -> FinetuneReport:
     """Fine-tune ``settings.model`` on the catalog at ``source``; write it to ``output``."""
-    opts = (options or FinetuneOptions()).resolved()
+    opts = options or FinetuneOptions()
     started = time.perf_counter()
     out = prepare_output(output, overwrite)
     torch.manual_seed(opts.seed)
     np.random.seed(opts.seed)  # noqa: NPY002 - DataLoader workers derive from global seeds
+    objective, items = resolve_objective(source, settings, opts)
+    if objective == "instance":
+        return finetune_instance(
+            items,
+            settings,
+            out,
+            opts.resolved("instance"),
+            progress=progress,
+            view_progress=feature_progress,
+        )
+    opts = opts.resolved("label")
     catalog = load_labelled(
         source,
         opts.label_column,

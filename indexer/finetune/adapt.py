@@ -1,0 +1,252 @@
+"""``finetune`` with the instance objective: from a catalog to an exported, judged model.
+
+Steps: read the catalog (no labels needed); split items into train / validation /
+held-out by a hash of their id (the held-out items are ``vsearch eval --task instance``'s
+queries with the same ``--seed`` and ``--holdout``); build the model (the base's trunk and
+an identity head, so it starts as the base exactly); decode each photo once and cache the
+frozen bottom's maps of the clean photo, its training views and its judging views; train,
+judge, refit; export the folder with the report and the verdict that ``promote`` reads.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from search.config import Settings
+from search.embedder import Embedder
+from search.errors import ConfigError
+
+from ..catalog import CatalogItem
+from ..evaluation.labels import holdout_mask
+from ..evaluation.report import format_rows
+from ..evaluation.scores import QueryScores
+from ..tuning import choose
+from .backgrounds import load_backgrounds
+from .export import export_model
+from .instance import InstanceData, InstanceOutcome, adapt
+from .model import base_model_cfg, build_model
+from .options import FinetuneOptions
+from .towers import SplitTower, identity_head
+from .train import Progress
+from .views import Progress as ViewProgress
+from .views import cache_views, view_budget
+
+log = logging.getLogger(__name__)
+MIN_JUDGED = 8  # held-out items below which no verdict can be significant
+CATEGORY = "category"
+
+
+@dataclass
+class InstanceReport:
+    """What ``vsearch finetune`` prints and writes for the instance objective."""
+
+    output: str
+    base_model: str
+    options: dict[str, Any]
+    items: dict[str, int]
+    outcome: InstanceOutcome
+    seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def improved(self) -> bool:
+        return self.outcome.verdict.improved
+
+    @property
+    def strategy(self) -> str:
+        return str(self.options["strategy"])
+
+    def to_dict(self) -> dict[str, Any]:
+        o = self.outcome
+        return {
+            "output": self.output,
+            "model": f"local-dir:{self.output}",
+            "base_model": self.base_model,
+            "objective": "instance",
+            "strategy": self.strategy,
+            "improved": self.improved,
+            "verdict": o.verdict.to_dict(),
+            "items": self.items,
+            "validation": {"before": _summary(o.base_val), "after": _summary(o.val)},
+            "held_out": {"before": _summary(o.base_test), "after": _summary(o.test)},
+            "held_out_after_refit_in_sample": _summary(o.refit_test) if o.refit_test else None,
+            "history": o.history.to_dict(),
+            "options": self.options,
+            "seconds": round(self.seconds, 1),
+            "timings": {k: round(v, 1) for k, v in self.timings.items()},
+        }
+
+    def table(self) -> str:
+        o = self.outcome
+        names = o.base_test.names()
+        rows = [
+            [label, str(s.rank.size)] + [str(s.summary()[n]) for n in names]
+            for label, s in (
+                ("held-out, base", o.base_test),
+                (f"held-out, adapted ({self.strategy})", o.test),
+            )
+        ]
+        lines = format_rows(["find this product", "queries", *names], rows)
+        h = o.history
+        lines.append(
+            f"best epoch {h.best_epoch} of {len(h.epochs)}"
+            + (" (stopped early)" if h.stopped_early else "")
+            + (f"; refit on every item for {h.refit_epochs} epochs" if h.refit_epochs else "")
+            + f"; train {self.items['train']}, validation {self.items['val']}, held out "
+            f"{self.items['held_out']}; {self.seconds:.0f} s"
+        )
+        lines.append(("improved: " if self.improved else "NOT improved: ") + o.verdict.reason)
+        return "\n".join(lines)
+
+
+def _summary(s: QueryScores | None) -> dict[str, Any] | None:
+    if s is None:
+        return None
+    return {"queries": int(s.rank.size), **{k: v.to_dict() for k, v in s.summary().items()}}
+
+
+def split_items(ids: list[str], opts: FinetuneOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train, validation, held-out) positions; held-out = eval's queries (same seed)."""
+    test = holdout_mask(ids, opts.holdout, opts.seed)
+    rest = np.nonzero(~test)[0]
+    val_rest = holdout_mask([ids[i] for i in rest], opts.val_fraction, opts.seed, salt="validation")
+    train, val = rest[~val_rest], rest[val_rest]
+    if opts.max_items and train.size > opts.max_items:
+        rng = np.random.default_rng(opts.seed)
+        train = np.sort(rng.choice(train, size=opts.max_items, replace=False))
+    test_pos = np.nonzero(test)[0]
+    if test_pos.size < MIN_JUDGED or val.size < MIN_JUDGED // 2 or train.size < 8:
+        raise ConfigError(
+            f"too few items to adapt and judge honestly: {train.size} to train, {val.size} to "
+            f"validate, {test_pos.size} held out (need at least 8, {MIN_JUDGED // 2} and "
+            f"{MIN_JUDGED}; about 60 items or more, or a larger --holdout)"
+        )
+    return train, val, test_pos
+
+
+def groups_of(items: list[CatalogItem], column: str | None) -> np.ndarray:
+    """Product group per item: the ``column`` value (e.g. a SKU group), else the item."""
+    if not column or column == "id":
+        return np.arange(len(items))
+    table: dict[str, int] = {}
+    out = np.empty(len(items), np.int64)
+    for n, item in enumerate(items):
+        value = item.metadata.get(column)
+        key = f"value:{value}" if value not in (None, "") else f"item:{item.id}"
+        out[n] = table.setdefault(key, len(table))
+    return out
+
+
+def finetune_instance(
+    items: list[CatalogItem],
+    settings: Settings,
+    out: Path,
+    opts: FinetuneOptions,
+    *,
+    progress: Progress | None = None,
+    view_progress: ViewProgress | None = None,
+) -> InstanceReport:
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    ids = [i.id for i in items]
+    train, val, test = split_items(ids, opts)
+    base = Embedder.from_settings(settings)
+    cfg = copy.deepcopy(base_model_cfg(base, settings.cache_dir))
+    width = base.torch_model.visual.trunk.num_features
+    cfg["embed_dim"] = width
+    cfg["vision_cfg"].update(timm_proj="linear", timm_model_pretrained=False)
+    from .model import TEXT_PLACEHOLDER
+
+    cfg["text_cfg"] = copy.deepcopy(TEXT_PLACEHOLDER)
+    model = build_model(cfg, base, opts.seed)
+    identity_head(model.visual)
+    device = base.device
+    model.visual.to(device).eval()
+    tower = SplitTower(model.visual, opts.unfreeze)
+    pools = load_backgrounds(opts.backgrounds, opts.seed)
+    tuning = choose(settings, device)
+    import torch
+
+    torch.set_num_threads(tuning.threads)
+    with torch.inference_mode():
+        probe = tower.bottom(
+            torch.zeros(1, 3, base.info.image_size, base.info.image_size, device=device)
+        )
+    fit_items = np.arange(len(items)) if opts.refit else train
+    views = view_budget(fit_items.size, probe[0].numel(), opts.views, opts.cache_mb)
+    if views < opts.views:
+        log.warning(
+            "%d training views per item fit --cache-mb %d (asked %d)",
+            views,
+            opts.cache_mb,
+            opts.views,
+        )
+    t0 = time.perf_counter()
+    sets, failed = cache_views(
+        [i.image for i in items],
+        ids,
+        {
+            "clean": (range(len(items)), 1),
+            "train": (fit_items, views),
+            "eval": (np.concatenate([val, test]), opts.eval_views),
+        },
+        tower.bottom,
+        backgrounds={"train": pools.train, "eval": pools.eval},
+        preprocess=base.preprocess,
+        image_size=base.info.image_size,
+        device=device,
+        batch_size=tuning.batch_size,
+        workers=tuning.workers,
+        seed=opts.seed,
+        progress=view_progress,
+    )
+    timings["views"] = time.perf_counter() - t0
+    for item_id, reason in failed:
+        log.warning("skipped %s: %s", item_id, reason)
+    cats = [str(i.metadata.get(CATEGORY, "")) for i in items]
+    data = InstanceData(
+        clean=sets["clean"],
+        train_views=sets["train"],
+        eval_views=sets["eval"],
+        groups=groups_of(items, opts.label_column),
+        categories=cats if any(cats) else None,
+        train=train[sets["train"].ok[train] & sets["clean"].ok[train]],
+        val=val,
+        test=test,
+    )
+    t0 = time.perf_counter()
+    outcome = adapt(tower, data, opts, device, progress)
+    timings["training"] = time.perf_counter() - t0
+    report = InstanceReport(
+        output=str(out),
+        base_model=base.info.name,
+        options=opts.to_dict(),
+        items={
+            "catalog": len(items),
+            "train": int(data.train.size),
+            "val": int(val.size),
+            "held_out": int(test.size),
+            "views_per_item": views,
+            "failed": len(failed),
+        },
+        outcome=outcome,
+        timings=timings,
+    )
+    report.seconds = time.perf_counter() - started
+    vsearch = {
+        "base_model": base.info.to_dict(),
+        "objective": "instance",
+        "strategy": opts.strategy,
+        "improved": report.improved,
+        "verdict": outcome.verdict.to_dict(),
+        "options": opts.to_dict(),
+    }
+    export_model(model.cpu(), out, cfg, base.info.preprocess, vsearch, report.to_dict())
+    return report

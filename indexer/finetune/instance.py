@@ -1,0 +1,312 @@
+"""Instance discrimination: teach the model that a shopper's photo of a product is that product.
+
+Works with one photo per product. Every catalog photo and its shopper-style views are
+positives; every other product in the batch is a negative (SupCon / SimCLR-style InfoNCE;
+items of one product group, when the catalog has them, are positives too). Batches are
+made of neighbourhoods in the base model's space, so the negatives are the look-alikes
+that confuse shoppers (hard negatives). What the backbone knows is kept: an identity-
+initialised head, only the last stages train at small layer-wise rates, BatchNorm frozen,
+and the catalog photos' new embeddings are distilled towards the base's.
+
+Honest by construction: items are split (by a hash of their id, as ``vsearch eval``
+does) into training items, validation items that pick the epoch, and held-out items that
+judge the result; judging views come from another distortion family and other
+backgrounds than training views. With ``refit``, a model that passed is then trained again
+on every item with the chosen number of epochs (the exported model), so every product of
+the catalog benefits.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..evaluation.features import autocast
+from ..evaluation.scores import QueryScores, Verdict, judge, score
+from .losses import supcon_loss
+from .options import FinetuneOptions
+from .towers import SplitTower
+from .train import Progress, TrainEvent
+from .views import ViewSet
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class InstanceData:
+    """Cached maps and the split of one catalog (positions into the catalog)."""
+
+    clean: ViewSet
+    train_views: ViewSet
+    eval_views: ViewSet
+    groups: np.ndarray  # product group per item (the item itself when there is none)
+    categories: list[str] | None
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+
+@dataclass
+class InstanceHistory:
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int = 0
+    stopped_early: bool = False
+    refit_epochs: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "epochs": self.epochs,
+            "best_epoch": self.best_epoch,
+            "stopped_early": self.stopped_early,
+            "refit_epochs": self.refit_epochs,
+        }
+
+
+@dataclass
+class InstanceOutcome:
+    base_val: QueryScores
+    val: QueryScores
+    base_test: QueryScores
+    test: QueryScores
+    verdict: Verdict
+    history: InstanceHistory
+    refit_test: QueryScores | None = None
+
+
+class Embed:
+    """Unit embeddings of cached maps through the tower's trainable top (eval mode)."""
+
+    def __init__(self, tower: SplitTower, device: str, batch: int = 256) -> None:
+        self.tower, self.device, self.batch = tower, device, batch
+
+    def __call__(self, maps: torch.Tensor) -> np.ndarray:
+        out = []
+        self.tower.eval()
+        with torch.inference_mode(), autocast(self.device):
+            for s in range(0, maps.shape[0], self.batch):
+                x = maps[s : s + self.batch].to(self.device, torch.float32, non_blocking=True)
+                out.append(F.normalize(self.tower(x).float(), dim=-1).cpu())
+        return torch.cat(out).numpy() if out else np.zeros((0, 1), np.float32)
+
+
+def query_scores(embed: Embed, data: InstanceData, items: np.ndarray) -> QueryScores:
+    """Every judging view of ``items`` searches the whole catalog (its clean photos)."""
+    ok = data.clean.ok
+    gallery_rows = np.nonzero(ok)[0]
+    gallery = embed(data.clean.maps[gallery_rows, 0])
+    items = items[data.eval_views.ok[items] & ok[items]]
+    v = data.eval_views.per_item
+    maps = data.eval_views.maps[items].flatten(0, 1)
+    q_items = np.repeat(items, v)
+    row_of = {int(i): n for n, i in enumerate(gallery_rows)}
+    # the right answers: the item itself, and any other photo of its product group
+    relevant = [
+        np.array([row_of[int(j)] for j in np.nonzero((data.groups == data.groups[i]) & ok)[0]])
+        for i in q_items
+    ]
+    cats = data.categories
+    return score(
+        gallery,
+        embed(maps),
+        relevant,
+        q_items,
+        categories=[cats[i] for i in gallery_rows] if cats else None,
+        query_categories=[cats[i] for i in q_items] if cats else None,
+    )
+
+
+def _neighbourhood_batches(
+    base: np.ndarray, items: np.ndarray, batch: int, rng: np.random.Generator, k: int = 4
+) -> list[np.ndarray]:
+    """One epoch of batches made of groups of ``k`` look-alike items (hard negatives)."""
+    sims = base[items] @ base[items].T
+    np.fill_diagonal(sims, -np.inf)
+    order = np.argsort(-sims, axis=1)
+    unused = np.ones(len(items), bool)
+    flat: list[int] = []
+    for seed in rng.permutation(len(items)):
+        if not unused[seed]:
+            continue
+        group = [seed] + [int(j) for j in order[seed] if unused[j] and j != seed][: k - 1]
+        unused[group] = False
+        flat += group
+    flat_arr = items[np.array(flat)]
+    return [
+        flat_arr[s : s + batch]
+        for s in range(0, len(flat_arr), batch)
+        if len(flat_arr[s : s + batch]) > 1
+    ]
+
+
+class Trainer:
+    """One training run of the top (from the initial weights) on a set of items."""
+
+    def __init__(
+        self,
+        tower: SplitTower,
+        data: InstanceData,
+        base_clean: np.ndarray,
+        opts: FinetuneOptions,
+        device: str,
+    ) -> None:
+        self.tower, self.data, self.opts, self.device = tower, data, opts, device
+        self.base_clean = torch.from_numpy(base_clean)
+        self.initial = copy.deepcopy(tower.state_dict())
+        self.rng = np.random.default_rng(opts.seed)
+        cats = data.categories
+        self.cat_ids = (
+            torch.from_numpy(
+                np.unique(np.asarray(cats, dtype=object).astype(str), return_inverse=True)[1]
+            )
+            if cats and opts.category_weight > 0
+            else None
+        )
+
+    def reset(self) -> None:
+        self.tower.load_state_dict(self.initial)
+
+    def optimizer(self, steps: int) -> tuple[Any, Any]:
+        o = self.opts
+        groups = self.tower.param_groups(o.lr, o.backbone_lr_scale, o.layer_decay)
+        params = [{k: v for k, v in g.items() if k != "name"} for g in groups]
+        opt = torch.optim.AdamW(params, weight_decay=0.0)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
+        return opt, sched
+
+    def steps_per_epoch(self, items: np.ndarray) -> int:
+        return len(
+            _neighbourhood_batches(
+                self.base_clean.numpy(), items, self.opts.batch_size, np.random.default_rng(0)
+            )
+        )
+
+    def epoch(
+        self, items: np.ndarray, opt: Any, sched: Any, epoch: int, progress: Progress | None
+    ) -> float:
+        o, d = self.opts, self.data
+        batches = _neighbourhood_batches(self.base_clean.numpy(), items, o.batch_size, self.rng)
+        self.tower.eval()  # BatchNorm statistics stay frozen
+        losses = []
+        v = d.train_views.per_item
+        for step, b in enumerate(batches, 1):
+            pick = np.stack([self.rng.choice(v, size=2, replace=False) for _ in b])
+            x = torch.cat(
+                [
+                    d.clean.maps[b, 0],
+                    d.train_views.maps[b, pick[:, 0]],
+                    d.train_views.maps[b, pick[:, 1]],
+                ]
+            ).to(self.device, torch.float32, non_blocking=True)
+            with autocast(self.device):
+                z = F.normalize(self.tower(x).float(), dim=-1)
+            groups = torch.from_numpy(d.groups[b]).to(self.device)
+            labels = groups.repeat(3)
+            loss = supcon_loss(z, labels, o.temperature)
+            clean = z[: len(b)]
+            base = self.base_clean[b].to(self.device)
+            loss = loss + o.distill * (1.0 - (clean * base).sum(-1)).mean()
+            if self.cat_ids is not None:
+                cat = self.cat_ids[b].to(self.device).repeat(3)
+                loss = loss + o.category_weight * supcon_loss(z, cat, o.temperature)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(float(loss.item()))
+            if progress:
+                progress(TrainEvent("train", epoch, o.epochs, step, len(batches), losses[-1]))
+        return float(np.mean(losses)) if losses else float("nan")
+
+
+def adapt(
+    tower: SplitTower,
+    data: InstanceData,
+    opts: FinetuneOptions,
+    device: str,
+    progress: Progress | None = None,
+) -> InstanceOutcome:
+    """Train on ``data.train``, pick the epoch on ``data.val``, judge on ``data.test``."""
+    embed = Embed(tower, device)
+    base_clean = embed(data.clean.maps[:, 0])
+    base_val = query_scores(embed, data, data.val)
+    base_test = query_scores(embed, data, data.test)
+    log.info(
+        "base: validation recall@1 %.4f, held-out recall@1 %.4f",
+        base_val.criterion()[0],
+        base_test.criterion()[0],
+    )
+    trainer = Trainer(tower, data, base_clean, opts, device)
+    history = InstanceHistory()
+    opt, sched = trainer.optimizer(trainer.steps_per_epoch(data.train) * opts.epochs)
+    best_state, best_key, best_val, stale = (
+        copy.deepcopy(tower.state_dict()),
+        base_val.criterion(),
+        base_val,
+        0,
+    )
+    for epoch in range(1, opts.epochs + 1):
+        t0 = time.perf_counter()
+        loss = trainer.epoch(data.train, opt, sched, epoch, progress)
+        val = query_scores(embed, data, data.val)
+        key = val.criterion()
+        history.epochs.append(
+            {
+                "epoch": epoch,
+                "loss": round(loss, 5),
+                "val_R@1": round(key[0], 4),
+                "val_MRR@10": round(key[1], 4),
+                "seconds": round(time.perf_counter() - t0, 2),
+            }
+        )
+        log.info("epoch %d: loss %.4f, validation recall@1 %.4f, MRR@10 %.4f", epoch, loss, *key)
+        if progress:
+            progress(TrainEvent("validate", epoch, opts.epochs, 0, 0, loss, key[0]))
+        if key > best_key:
+            best_key, best_val, history.best_epoch, stale = key, val, epoch, 0
+            best_state = copy.deepcopy(tower.state_dict())
+        else:
+            stale += 1
+            if stale >= opts.patience:
+                history.stopped_early = epoch < opts.epochs
+                break
+    tower.load_state_dict(best_state)
+    test = query_scores(embed, data, data.test)
+    verdict = judge(test, base_test, seed=opts.seed)
+    if history.best_epoch == 0:
+        verdict = Verdict(
+            False,
+            "no epoch beat the base model on validation",
+            verdict.queries,
+            verdict.items,
+            verdict.changes,
+        )
+    outcome = InstanceOutcome(base_val, best_val, base_test, test, verdict, history)
+    if opts.refit and verdict.improved:
+        _refit(trainer, data, opts, history, progress)
+        outcome.refit_test = query_scores(embed, data, data.test)
+    return outcome
+
+
+def _refit(
+    trainer: Trainer,
+    data: InstanceData,
+    opts: FinetuneOptions,
+    history: InstanceHistory,
+    progress: Progress | None,
+) -> None:
+    """Train again from the initial weights on every item, for the chosen epochs."""
+    items = np.nonzero(data.clean.ok & data.train_views.ok)[0]
+    trainer.reset()
+    epochs = history.best_epoch
+    opt, sched = trainer.optimizer(trainer.steps_per_epoch(items) * epochs)
+    log.info("refit on all %d items for %d epochs", items.size, epochs)
+    for epoch in range(1, epochs + 1):
+        trainer.epoch(items, opt, sched, epoch, progress)
+    history.refit_epochs = epochs
