@@ -391,7 +391,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.bad:
             ft, pr = flow.report.get("finetune") or {}, flow.report.get("promote") or {}
             flow.report["bad_check"] = {
-                "verdict_not_improved": ft.get("verdict") == "not improved",
+                "verdict_not_improved": "not improved" in str(ft.get("verdict")).lower()
+                or (ft.get("report") or {}).get("improved") is False,
                 "promote_refused": bool(pr) and not pr.get("accepted"),
             }
             flow.report["bad_check"]["passed"] = all(flow.report["bad_check"].values())
