@@ -392,7 +392,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ft, pr = flow.report.get("finetune") or {}, flow.report.get("promote") or {}
             flow.report["bad_check"] = {
                 "verdict_not_improved": "not improved" in str(ft.get("verdict")).lower()
-                or (ft.get("report") or {}).get("improved") is False,
+                or (isinstance(ft.get("report"), dict) and ft["report"].get("improved") is False),
                 "promote_refused": bool(pr) and not pr.get("accepted"),
             }
             flow.report["bad_check"]["passed"] = all(flow.report["bad_check"].values())
