@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from search.errors import CollectionNotFound, SafetyRefusal
+from search.model_folder import finetune_block
 from search.store import MilvusStore
 
 log = logging.getLogger(__name__)
@@ -68,14 +67,7 @@ def promote(
 
 def finetune_verdict(model_name: str) -> dict[str, Any] | None:
     """The ``vsearch`` block of a fine-tuned ``local-dir:`` model (None for other models)."""
-    if not model_name.startswith("local-dir:"):
-        return None
-    config = Path(model_name[len("local-dir:") :]) / "open_clip_config.json"
-    try:
-        block = json.loads(config.read_text()).get("vsearch") or {}
-    except (OSError, ValueError):
-        return None
-    return block if "strategy" in block else None
+    return finetune_block(model_name)
 
 
 def drop_collection(store: MilvusStore, alias: str, name: str) -> None:

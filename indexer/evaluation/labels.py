@@ -26,7 +26,7 @@ from search.errors import CatalogError, ConfigError
 from ..catalog import CatalogItem, load_catalog
 
 log = logging.getLogger(__name__)
-AUTO_LABELS = ("product", "category")
+AUTO_LABELS = ("product", "category")  # the label task's default column, in order
 FOLDER = "folder"
 
 
@@ -117,7 +117,19 @@ def holdout_mask(
     return out
 
 
-def usable_queries(labels: Sequence[str], mask: np.ndarray) -> np.ndarray:
-    """The held-out items whose label has at least one other item (a possible match)."""
-    counts = Counter(labels)
-    return mask & np.array([counts[label] > 1 for label in labels], bool)
+def choose_task(items: Sequence[CatalogItem], label_column: str | None) -> str:
+    """``label`` or ``instance``: what ``auto`` means for a catalog.
+
+    ``label`` when a label column is named (``id`` excepted: every item is its own product)
+    or a ``product`` column groups several photos of one product for at least half of the
+    items; otherwise ``instance``. A category column alone never selects ``label``:
+    categories are too coarse to say which product a shopper photographed.
+    """
+    if label_column == "id":
+        return "instance"
+    if label_column:
+        return "label"
+    products = Counter(str(i.metadata.get("product", "")) for i in items)
+    products.pop("", None)
+    grouped = sum(c for c in products.values() if c > 1)
+    return "label" if len(products) > 1 and grouped >= len(items) / 2 else "instance"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,16 +48,18 @@ class EvalReport:
     ann: AnnResult | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "catalog": self.catalog,
-            "label_column": self.label_column,
-            "items": self.items,
-            "labels": self.labels,
-            "holdout": self.holdout,
-            "seed": self.seed,
-            "models": [m.to_dict() for m in self.models],
-            "ann": self.ann.to_dict() if self.ann else None,
-        }
+        return json_safe(
+            {
+                "catalog": self.catalog,
+                "label_column": self.label_column,
+                "items": self.items,
+                "labels": self.labels,
+                "holdout": self.holdout,
+                "seed": self.seed,
+                "models": [m.to_dict() for m in self.models],
+                "ann": self.ann.to_dict() if self.ann else None,
+            }
+        )
 
     def table(self) -> str:
         """A plain-text table, one row per model (and the index recall line)."""
@@ -93,3 +96,14 @@ def format_rows(head: list[str], rows: list[list[str]]) -> list[str]:
         return "  ".join([first] + [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)])
 
     return [fmt(head), "  ".join("-" * w for w in widths), *(fmt(r) for r in rows)]
+
+
+def json_safe(data: Any) -> Any:
+    """``data`` with NaN and infinities as None: reports are valid JSON (which has no NaN)."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: json_safe(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [json_safe(v) for v in data]
+    return data

@@ -24,19 +24,20 @@ from search.embedder import Embedder
 from search.errors import ConfigError
 
 from ..catalog import CatalogItem
+from ..evaluation.backgrounds import load_backgrounds
+from ..evaluation.instance import group_ids
 from ..evaluation.labels import holdout_mask
-from ..evaluation.report import format_rows
+from ..evaluation.report import format_rows, json_safe
 from ..evaluation.scores import QueryScores
+from ..evaluation.views import Progress as ViewProgress
+from ..evaluation.views import cache_views, view_budget
 from ..tuning import choose
-from .backgrounds import load_backgrounds
 from .export import export_model
 from .instance import InstanceData, InstanceOutcome, adapt
 from .model import base_model_cfg, build_model
 from .options import FinetuneOptions
 from .towers import SplitTower, identity_head
 from .train import Progress
-from .views import Progress as ViewProgress
-from .views import cache_views, view_budget
 
 log = logging.getLogger(__name__)
 MIN_JUDGED = 8  # held-out items below which no verdict can be significant
@@ -65,23 +66,25 @@ class InstanceReport:
 
     def to_dict(self) -> dict[str, Any]:
         o = self.outcome
-        return {
-            "output": self.output,
-            "model": f"local-dir:{self.output}",
-            "base_model": self.base_model,
-            "objective": "instance",
-            "strategy": self.strategy,
-            "improved": self.improved,
-            "verdict": o.verdict.to_dict(),
-            "items": self.items,
-            "validation": {"before": _summary(o.base_val), "after": _summary(o.val)},
-            "held_out": {"before": _summary(o.base_test), "after": _summary(o.test)},
-            "held_out_after_refit_in_sample": _summary(o.refit_test) if o.refit_test else None,
-            "history": o.history.to_dict(),
-            "options": self.options,
-            "seconds": round(self.seconds, 1),
-            "timings": {k: round(v, 1) for k, v in self.timings.items()},
-        }
+        return json_safe(
+            {
+                "output": self.output,
+                "model": f"local-dir:{self.output}",
+                "base_model": self.base_model,
+                "objective": "instance",
+                "strategy": self.strategy,
+                "improved": self.improved,
+                "verdict": o.verdict.to_dict(),
+                "items": self.items,
+                "validation": {"before": _summary(o.base_val), "after": _summary(o.val)},
+                "held_out": {"before": _summary(o.base_test), "after": _summary(o.test)},
+                "held_out_after_refit_in_sample": _summary(o.refit_test) if o.refit_test else None,
+                "history": o.history.to_dict(),
+                "options": self.options,
+                "seconds": round(self.seconds, 1),
+                "timings": {k: round(v, 1) for k, v in self.timings.items()},
+            }
+        )
 
     def table(self) -> str:
         o = self.outcome
@@ -129,19 +132,6 @@ def split_items(ids: list[str], opts: FinetuneOptions) -> tuple[np.ndarray, np.n
             f"{MIN_JUDGED}; about 60 items or more, or a larger --holdout)"
         )
     return train, val, test_pos
-
-
-def groups_of(items: list[CatalogItem], column: str | None) -> np.ndarray:
-    """Product group per item: the ``column`` value (e.g. a SKU group), else the item."""
-    if not column or column == "id":
-        return np.arange(len(items))
-    table: dict[str, int] = {}
-    out = np.empty(len(items), np.int64)
-    for n, item in enumerate(items):
-        value = item.metadata.get(column)
-        key = f"value:{value}" if value not in (None, "") else f"item:{item.id}"
-        out[n] = table.setdefault(key, len(table))
-    return out
 
 
 def finetune_instance(
@@ -215,7 +205,7 @@ def finetune_instance(
         clean=sets["clean"],
         train_views=sets["train"],
         eval_views=sets["eval"],
-        groups=groups_of(items, opts.label_column),
+        groups=group_ids(items, opts.label_column),
         categories=cats if any(cats) else None,
         train=train[sets["train"].ok[train] & sets["clean"].ok[train]],
         val=val,

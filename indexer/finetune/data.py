@@ -26,6 +26,8 @@ class Split:
     train: np.ndarray
     val: np.ndarray
     held_out: int  # items kept for ``vsearch eval`` (never seen here)
+    holdout_fraction: float = 0.2  # how they were chosen (with ``seed``)
+    seed: int = 0
 
 
 def make_split(
@@ -47,7 +49,7 @@ def make_split(
     keep = np.sort(np.concatenate([train, np.nonzero(val)[0]]))
     pool = pool.subset(np.isin(np.arange(len(pool)), keep))
     is_val = np.isin(keep, np.nonzero(val)[0])
-    split = Split(np.nonzero(~is_val)[0], np.nonzero(is_val)[0], int(queries.sum()))
+    split = Split(np.nonzero(~is_val)[0], np.nonzero(is_val)[0], int(queries.sum()), holdout, seed)
     if split.train.size < 2 or len({pool.labels[i] for i in split.train}) < 2:
         raise ConfigError("too few training items (need at least two labels) after the split")
     return pool, split
@@ -76,7 +78,11 @@ def add_training_items(
         pool.label_column,
     )
     train = np.concatenate([split.train, np.arange(start, len(merged))])
-    return merged, Split(train, split.val, split.held_out), len(extra) - len(keep)
+    return (
+        merged,
+        Split(train, split.val, split.held_out, split.holdout_fraction, split.seed),
+        len(extra) - len(keep),
+    )
 
 
 def _hash(ref: str) -> str | None:

@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from search.errors import ConfigError
+from search.model_folder import CONFIG_NAME, finetune_block
 
-CONFIG_NAME = "open_clip_config.json"
+from ..evaluation.report import json_safe
+
 WEIGHTS_NAME = "open_clip_model.safetensors"
 REPORT_NAME = "finetune_report.json"
 
@@ -52,8 +54,8 @@ def export_model(
             "preprocess_cfg": preprocess_cfg,
             "vsearch": {"has_text": False, **vsearch},
         }
-        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, default=str))
-        (tmp / REPORT_NAME).write_text(json.dumps(report, indent=2, default=str))
+        (tmp / CONFIG_NAME).write_text(json.dumps(json_safe(config), indent=2, default=str))
+        (tmp / REPORT_NAME).write_text(json.dumps(json_safe(report), indent=2, default=str))
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
@@ -64,9 +66,4 @@ def export_model(
 
 def read_verdict(folder: str | Path) -> dict[str, Any] | None:
     """The ``vsearch`` block of a fine-tuned folder (None if it is not one)."""
-    try:
-        config = json.loads((Path(folder) / CONFIG_NAME).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    block = config.get("vsearch") or {}
-    return block if "strategy" in block else None
+    return finetune_block(Path(folder))

@@ -29,12 +29,13 @@ import torch
 import torch.nn.functional as F
 
 from ..evaluation.features import autocast
-from ..evaluation.scores import QueryScores, Verdict, judge, score
+from ..evaluation.instance import query_scores
+from ..evaluation.scores import QueryScores, Verdict, judge
+from ..evaluation.views import ViewSet
 from .losses import supcon_loss
 from .options import FinetuneOptions
 from .towers import SplitTower
 from .train import Progress, TrainEvent
-from .views import ViewSet
 
 log = logging.getLogger(__name__)
 
@@ -94,32 +95,6 @@ class Embed:
                 x = maps[s : s + self.batch].to(self.device, torch.float32, non_blocking=True)
                 out.append(F.normalize(self.tower(x).float(), dim=-1).cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, 1), np.float32)
-
-
-def query_scores(embed: Embed, data: InstanceData, items: np.ndarray) -> QueryScores:
-    """Every judging view of ``items`` searches the whole catalog (its clean photos)."""
-    ok = data.clean.ok
-    gallery_rows = np.nonzero(ok)[0]
-    gallery = embed(data.clean.maps[gallery_rows, 0])
-    items = items[data.eval_views.ok[items] & ok[items]]
-    v = data.eval_views.per_item
-    maps = data.eval_views.maps[items].flatten(0, 1)
-    q_items = np.repeat(items, v)
-    row_of = {int(i): n for n, i in enumerate(gallery_rows)}
-    # the right answers: the item itself, and any other photo of its product group
-    relevant = [
-        np.array([row_of[int(j)] for j in np.nonzero((data.groups == data.groups[i]) & ok)[0]])
-        for i in q_items
-    ]
-    cats = data.categories
-    return score(
-        gallery,
-        embed(maps),
-        relevant,
-        q_items,
-        categories=[cats[i] for i in gallery_rows] if cats else None,
-        query_categories=[cats[i] for i in q_items] if cats else None,
-    )
 
 
 def _neighbourhood_batches(

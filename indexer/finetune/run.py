@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,16 +25,18 @@ from search.errors import CatalogError
 
 from ..catalog import CatalogItem, load_catalog
 from ..evaluation.features import TrunkFeatures, extract
-from ..evaluation.labels import load_labelled
-from ..evaluation.report import format_rows
+from ..evaluation.labels import LabelledCatalog, choose_task, load_labelled
+from ..evaluation.report import format_rows, json_safe
 from ..evaluation.retrieval import RetrievalResult
+from ..evaluation.scores import QueryScores, Verdict
 from .adapt import finetune_instance
 from .augment import product_augment
-from .data import add_training_items, make_split
+from .data import Split, add_training_items, make_split
 from .export import export_model, prepare_output
+from .label_verdict import check_answerable, judge_labels
 from .model import base_model_cfg, build_model, configure_trainable, new_model_cfg
 from .options import FinetuneOptions
-from .train import History, Progress, train_backbone, train_head, validate
+from .train import History, ModelFeatures, Progress, train_backbone, train_head, validate
 
 log = logging.getLogger(__name__)
 FeatureProgress = Callable[[int, int], None]
@@ -54,28 +55,32 @@ class FinetuneReport:
     history: History
     options: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    verdict: Verdict | None = None
+    held_out: dict[str, Any] = field(default_factory=dict)
 
     @property
     def improved(self) -> bool:
-        """Better recall@1 on validation (or the same recall@1 and a better mAP@10)."""
-        a = (self.after.recall.get(1, 0.0), self.after.map_at.get(10, 0.0))
-        b = (self.before.recall.get(1, 0.0), self.before.map_at.get(10, 0.0))
-        return a > b
+        """The verdict on held-out items (see :func:`indexer.evaluation.scores.judge`)."""
+        return self.verdict is not None and self.verdict.improved
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "output": self.output,
-            "model": f"local-dir:{self.output}",
-            "base_model": self.base_model,
-            "strategy": self.strategy,
-            "improved": self.improved,
-            "items": self.items,
-            "before": self.before.to_dict(),
-            "after": self.after.to_dict(),
-            "history": self.history.to_dict(),
-            "options": self.options,
-            "seconds": round(self.seconds, 1),
-        }
+        return json_safe(
+            {
+                "output": self.output,
+                "model": f"local-dir:{self.output}",
+                "base_model": self.base_model,
+                "strategy": self.strategy,
+                "improved": self.improved,
+                "verdict": self.verdict.to_dict() if self.verdict else None,
+                "held_out": self.held_out,
+                "items": self.items,
+                "before": self.before.to_dict(),
+                "after": self.after.to_dict(),
+                "history": self.history.to_dict(),
+                "options": self.options,
+                "seconds": round(self.seconds, 1),
+            }
+        )
 
     def table(self) -> str:
         ks = sorted(self.before.recall)
@@ -103,13 +108,7 @@ class FinetuneReport:
 def resolve_objective(
     source: str | Path, settings: Settings, opts: FinetuneOptions
 ) -> tuple[str, list[CatalogItem]]:
-    """The objective ``auto`` stands for, and the catalog's items.
-
-    ``label`` when a label column is named (``id`` excepted: every item is its own
-    product) or a ``product`` column groups photos of one product; otherwise ``instance``.
-    A category column alone never selects ``label``: categories are too coarse to say
-    which product a shopper photographed.
-    """
+    """The objective ``auto`` stands for (see :func:`choose_task`), and the catalog's items."""
     items = load_catalog(
         source,
         id_column=opts.id_column,
@@ -121,14 +120,7 @@ def resolve_objective(
         raise CatalogError(f"catalog {source} has no usable images")
     if opts.objective != "auto":
         return opts.objective, items
-    if opts.label_column == "id":
-        return "instance", items
-    if opts.label_column:
-        return "label", items
-    products = Counter(str(i.metadata.get("product", "")) for i in items)
-    products.pop("", None)
-    grouped = sum(c for c in products.values() if c > 1)
-    return ("label" if len(products) > 1 and grouped >= len(items) / 2 else "instance"), items
+    return choose_task(items, opts.label_column), items
 
 
 def finetune(
@@ -188,6 +180,7 @@ def finetune(
             len(extra) - dropped,
             dropped,
         )
+    check_answerable(catalog, pool, split)
     base = Embedder.from_settings(settings)
     base_cfg = base_model_cfg(base, settings.cache_dir)
     trunk = TrunkFeatures.of(base)
@@ -222,6 +215,7 @@ def finetune(
             progress,
         )
     after = history.best_result or before
+    verdict, base_held, new_held = _judge(catalog, split, trunk, visual, base, settings, opts)
     report = FinetuneReport(
         output=str(out),
         base_model=base.info.name,
@@ -237,21 +231,46 @@ def finetune(
         after=after,
         history=history,
         options=opts.to_dict(),
+        verdict=verdict,
+        held_out={"before": _summary(base_held), "after": _summary(new_held)},
     )
     report.seconds = time.perf_counter() - started
     vsearch = {
         "base_model": base.info.to_dict(),
+        "objective": "label",
         "strategy": opts.strategy,
         "improved": report.improved,
+        "verdict": verdict.to_dict(),
         "metrics": {"before": before.to_dict(), "after": after.to_dict()},
         "options": opts.to_dict(),
     }
     export_model(model.cpu(), out, cfg, base.info.preprocess, vsearch, report.to_dict())
     if not report.improved:
-        log.warning(
-            "the fine-tuned model is NOT better than its base on validation (recall@1 %.4f vs "
-            "%.4f for the base): do not promote it",
-            after.recall.get(1, 0.0),
-            before.recall.get(1, 0.0),
-        )
+        log.warning("the fine-tuned model is NOT better than its base: %s", verdict.reason)
     return report
+
+
+def _judge(
+    catalog: LabelledCatalog,
+    split: Split,
+    trunk: TrunkFeatures,
+    visual: Any,
+    base: Embedder,
+    settings: Settings,
+    opts: FinetuneOptions,
+) -> tuple[Verdict, QueryScores, QueryScores]:
+    """Base vs adapted on the held-out items (never trained on, nor used to pick an epoch)."""
+    feats = extract(catalog.items, trunk, settings)
+    before = trunk.finish(feats.vectors)
+    if opts.strategy == "head":
+        with torch.inference_mode():
+            out = visual.head(torch.from_numpy(feats.vectors).to(base.device)).float()
+            after = torch.nn.functional.normalize(out, dim=-1).cpu().numpy()
+    else:
+        tuned = ModelFeatures(visual, base.device, base.info.image_size, base.preprocess)
+        after = extract(catalog.items, tuned, settings, use_cache=False).vectors
+    return judge_labels(catalog, split, before, after, feats.ok, opts.seed)
+
+
+def _summary(s: QueryScores) -> dict[str, Any]:
+    return {"queries": int(s.rank.size), **{k: v.to_dict() for k, v in s.summary().items()}}

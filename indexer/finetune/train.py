@@ -1,8 +1,8 @@
 """Training loops: a head on cached features, or backbone layers on augmented images.
 
 Both loops validate after every epoch (recall@1 of the validation queries against every
-fine-tuning item, exact search), keep the best weights and stop early after ``patience``
-epochs without a better recall@1. Device-agnostic: CUDA gets autocast (bf16, or fp16 with
+fine-tuning item, exact search), keep the best weights (recall@1, then mAP@10: the
+verdict's own order) and stop early after ``patience`` epochs without a better one. Device-agnostic: CUDA gets autocast (bf16, or fp16 with
 a gradient scaler), pinned memory and non-blocking copies; the CPU runs plain fp32.
 """
 
@@ -53,6 +53,7 @@ class History:
     epochs: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
     best_recall1: float = -1.0
+    best_map10: float = -1.0
     stopped_early: bool = False
     best_result: RetrievalResult | None = None
 
@@ -74,7 +75,10 @@ class History:
             }
         )
         log.info("epoch %d: loss %.4f, validation recall@1 %.4f", epoch, loss, r1)
-        if r1 > self.best_recall1:
+        key = (r1, result.map_at.get(10, float("nan")))  # the verdict's order: R@1, then mAP
+        best = (self.best_recall1, self.best_map10)
+        if self.best_result is None or key > best:
+            self.best_map10 = key[1]
             self.best_epoch, self.best_recall1, self.best_result = epoch, r1, result
             return True
         return False

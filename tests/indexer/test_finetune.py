@@ -165,19 +165,20 @@ def test_partial_trains_only_the_top_layers(tmp_path: Path, settings) -> None:
 def test_cli_reports_a_model_that_is_not_better_and_exits_1(
     tmp_path: Path, settings, monkeypatch, capsys
 ) -> None:
-    manifest = grouped_catalog(tmp_path / "cat", per_product=2)
+    manifest = grouped_catalog(tmp_path / "cat", per_product=3)
     monkeypatch.setenv("VSEARCH_CACHE_DIR", settings.cache_dir)
     monkeypatch.setenv("VSEARCH_DEVICE", "cpu")
     # the base finds every product's other shot; one epoch at a tiny rate leaves a random
     # 2-d projection of it, which cannot do as well
     argv = ["finetune", str(manifest), "-o", str(tmp_path / "bad"), "--label-column", "product"]
-    argv += ["--dim", "2", "--epochs", "1", "--lr", "1e-6", "--holdout", "0.01", "--json"]
+    argv += ["--dim", "2", "--epochs", "1", "--lr", "1e-6", "--holdout", "0.3", "--json"]
     assert main(argv) == 1
     captured = capsys.readouterr()
     report = json.loads(captured.out)
     assert report["improved"] is False
     assert report["after"]["recall"]["recall@1"] <= report["before"]["recall"]["recall@1"] == 1.0
-    assert "NOT better" in captured.err
+    assert "NOT significantly better" in captured.err
+    assert report["verdict"]["improved"] is False
     assert read_verdict(tmp_path / "bad")["improved"] is False
 
 

@@ -111,8 +111,12 @@ def cache_views(
     workers: int,
     seed: int,
     progress: Progress | None = None,
+    dtype: torch.dtype = torch.float16,
 ) -> tuple[dict[str, ViewSet], list[tuple[str, str]]]:
     """``plan[kind] = (items, views per item)`` -> a :class:`ViewSet` per kind.
+
+    ``bottom`` turns a batch of preprocessed pixels into what is kept per view (a frozen
+    tower bottom's maps, or a whole model's embeddings), stored as ``dtype``.
 
     Returns the view sets and (item id, reason) of every photo that could not be read.
     """
@@ -138,12 +142,12 @@ def cache_views(
                     failed.setdefault(jobs[p].item, reason)
             if good:
                 pixels = torch.stack([t for _, t in good]).to(device, non_blocking=True)
-                maps = bottom(pixels).to("cpu", torch.float16)
+                maps = bottom(pixels).to("cpu", dtype)
                 for (p, _), m in zip(good, maps, strict=True):
                     job = jobs[p]
                     vs = sets.get(job.kind)
                     if vs is None:
-                        vs = sets[job.kind] = _empty(len(refs), plan[job.kind][1], m)
+                        vs = sets[job.kind] = _empty(len(refs), plan[job.kind][1], m, dtype)
                     vs.maps[job.item, job.n] = m
                     vs.ok[job.item] = True
             done += len(batch)
@@ -152,7 +156,7 @@ def cache_views(
     for kind, (_, v) in plan.items():
         if kind not in sets:
             sets[kind] = ViewSet(
-                torch.zeros((len(refs), v, 1), dtype=torch.float16), np.zeros(len(refs), bool)
+                torch.zeros((len(refs), v, 1), dtype=dtype), np.zeros(len(refs), bool)
             )
     for vs in sets.values():
         vs.ok[list(failed)] = False
@@ -160,8 +164,8 @@ def cache_views(
     return sets, reasons
 
 
-def _empty(n: int, per_item: int, like: torch.Tensor) -> ViewSet:
-    maps = torch.zeros((n, per_item, *like.shape), dtype=torch.float16)
+def _empty(n: int, per_item: int, like: torch.Tensor, dtype: torch.dtype) -> ViewSet:
+    maps = torch.zeros((n, per_item, *like.shape), dtype=dtype)
     return ViewSet(maps, np.zeros(n, bool))
 
 
