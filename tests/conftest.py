@@ -15,6 +15,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 from search.config import Settings  # noqa: E402
+from tests.helpers import lite_settings  # noqa: E402
 
 pytest_plugins = ["tests.server_backend"]
 
@@ -40,12 +41,4 @@ def embedder(cache_dir: Path):
 @pytest.fixture
 def settings(tmp_path: Path, cache_dir: Path) -> Settings:
     """Settings for a fresh Milvus Lite database of this test (no retries: fail fast)."""
-    return Settings(
-        uri=str(tmp_path / "milvus" / "test.db"),
-        cache_dir=str(cache_dir),
-        device="cpu",
-        lock_dir=str(tmp_path / "locks"),
-        retries=0,
-        workers=0,
-        threads=2,
-    )
+    return lite_settings(tmp_path, cache_dir)

@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
+from search.config import Settings
+
 PHOTOS = (
     "chelsea",
     "coffee",
@@ -109,3 +111,16 @@ def product_catalog(root: Path, names: Sequence[str] = PHOTOS[:4], per_product: 
                 }
             )
     return write_manifest(root, rows)
+
+
+def lite_settings(root: Path, cache_dir: Path) -> Settings:
+    """Settings for a fresh Milvus Lite database under ``root`` (no retries: fail fast)."""
+    return Settings(
+        uri=str(root / "milvus" / "test.db"),
+        cache_dir=str(cache_dir),
+        device="cpu",
+        lock_dir=str(root / "locks"),
+        retries=0,
+        workers=0,
+        threads=2,
+    )

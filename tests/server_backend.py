@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from search.config import Settings
+from tests.helpers import lite_settings
 
 ENV_EXTERNAL = "VSEARCH_TEST_MILVUS_URI"
 START_TIMEOUT_S = 240
@@ -77,14 +78,30 @@ class ServerDied(RuntimeError):
     """The server process exited while starting."""
 
 
+MISSING_SERVER = (
+    "the Milvus server wheel is not installed: run scripts/setup "
+    "(or pip install --no-deps 'milvus==2.3.5'), or set " + ENV_EXTERNAL
+)
+
+
+def server_package_missing() -> bool:
+    """True when ``milvus`` (the standalone server wheel) cannot be imported."""
+    import importlib.util
+
+    return importlib.util.find_spec("milvus") is None
+
+
+def require_server_package() -> None:
+    """Skip the calling test, with what to install, when the server wheel is missing."""
+    if server_package_missing():
+        pytest.skip(MISSING_SERVER)
+
+
 def _start_once(base_dir: Path, session_ttl: int | None) -> ServerHandle:
-    try:
-        from milvus import MilvusServer, MilvusServerConfig
-    except ImportError:  # pragma: no cover - depends on the environment
-        pytest.fail(
-            "server tests need the Milvus server wheel: pip install --no-deps 'milvus==2.3.5' "
-            f"(the `server` extra), set {ENV_EXTERNAL}, or deselect them with -m 'not server'"
-        )
+    if server_package_missing():  # a benchmark calling outside pytest gets the same line
+        raise RuntimeError(MISSING_SERVER)
+    from milvus import MilvusServer, MilvusServerConfig
+
     ports_file = base_dir / "vsearch-ports.json"
     if ports_file.is_file():
         # A restart: etcd's member data remembers its peer URL, and the dead process's
@@ -210,6 +227,7 @@ def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHa
     if external:
         yield ServerHandle(uri=external)
         return
+    require_server_package()
     handle = start_milvus_server(tmp_path_factory.mktemp("milvus-server"))
     try:
         yield handle
@@ -248,17 +266,31 @@ def server_settings(uri: str, tmp_path: Path, cache_dir: Path) -> Settings:
     )
 
 
-@pytest.fixture(params=["lite", pytest.param("server", marks=pytest.mark.server)])
-def backend_settings(
-    request: pytest.FixtureRequest, tmp_path: Path, cache_dir: Path
+# The server half is `slow` as well: each call on a real server waits for its coordinators
+# (flush, index, load), seconds per test; `pytest -m "not slow"` keeps the Lite half.
+BACKENDS = ["lite", pytest.param("server", marks=[pytest.mark.server, pytest.mark.slow])]
+
+
+@contextlib.contextmanager
+def backend(
+    kind: str, request: pytest.FixtureRequest, root: Path, cache_dir: Path
 ) -> Iterator[Settings]:
-    """Settings for a fresh store on Milvus Lite, then on the real Milvus server."""
-    if request.param == "lite":
-        yield request.getfixturevalue("settings")
+    """A fresh namespace on ``kind`` ("lite" or "server"), dropped afterwards on a server."""
+    if kind == "lite":
+        yield lite_settings(root, cache_dir)
         return
     server: ServerHandle = request.getfixturevalue("milvus_server")
-    settings = server_settings(server.uri, tmp_path, cache_dir)
+    settings = server_settings(server.uri, root, cache_dir)
     try:
         yield settings
     finally:
         drop_namespace(server.uri, settings.collection)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend_settings(
+    request: pytest.FixtureRequest, tmp_path: Path, cache_dir: Path
+) -> Iterator[Settings]:
+    """Settings for a fresh store on Milvus Lite, then on the real Milvus server."""
+    with backend(request.param, request, tmp_path, cache_dir) as settings:
+        yield settings

@@ -15,8 +15,17 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.workload import FASHION_DIR
+
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (FASHION_DIR / "t10k-images-idx3-ubyte.gz").is_file(),
+        reason=f"the benchmark workload needs Fashion-MNIST in {FASHION_DIR}: run scripts/setup "
+        "(or apt-get install dataset-fashion-mnist)",
+    ),
+]
 
 
 def run_script(module: str, *args: str) -> str:

@@ -2,7 +2,8 @@
 
 Every test runs twice through ``backend_settings`` (``lite`` and ``server``, the latter on the
 session's Milvus 2.3.5 standalone with a unique collection alias per test). Differences
-between the two are the store's business, never a skip here.
+between the two are the store's business, never a skip here. Tests that only read share one
+indexed catalog per backend (``indexed``); tests that write get a fresh store each.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +33,7 @@ from search.filters import Range
 from search.searcher import Searcher
 from search.store import MilvusStore
 from tests.helpers import photo, product_catalog, variant
+from tests.server_backend import BACKENDS, backend
 
 NAMES = ["chelsea", "coffee", "rocket", "astronaut"]
 
@@ -41,6 +45,25 @@ def catalog(tmp_path: Path) -> Path:
 
 def _index(source: Path, settings: Settings, embedder, store: MilvusStore, **opts):
     return run_index(source, settings, IndexOptions(**opts), embedder=embedder, store=store)
+
+
+@dataclass(frozen=True)
+class Indexed:
+    catalog: Path
+    settings: Settings
+    store: MilvusStore
+    collection: str
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def indexed(request, tmp_path_factory, cache_dir, embedder) -> Iterator[Indexed]:
+    """The catalog indexed once per backend for this module; its tests only read it."""
+    catalog = product_catalog(tmp_path_factory.mktemp("catalog"), NAMES, per_product=2)
+    with backend(request.param, request, tmp_path_factory.mktemp("store"), cache_dir) as s:
+        store = MilvusStore(s)
+        report = _index(catalog, s, embedder, store)
+        assert report.ok and report.count == 8
+        yield Indexed(catalog, s, store, report.collection)
 
 
 def test_index_then_reindex_is_idempotent(catalog, backend_settings, embedder) -> None:
@@ -80,13 +103,9 @@ def test_change_add_delete_touch_only_those_items(catalog, backend_settings, emb
     assert store.get(report.collection, ["astronaut-1"]) == []
 
 
-def test_search_by_photo_and_id_with_filters_and_paging(
-    catalog, backend_settings, embedder
-) -> None:
-    store = MilvusStore(backend_settings)
-    _index(catalog, backend_settings, embedder, store)
-    searcher = Searcher(backend_settings, store=store, embedder=embedder)
-    hits = searcher.similar(catalog.parent / "img" / "coffee-1.jpg", limit=3)
+def test_search_by_photo_and_id_with_filters_and_paging(indexed: Indexed, embedder) -> None:
+    searcher = Searcher(indexed.settings, store=indexed.store, embedder=embedder)
+    hits = searcher.similar(indexed.catalog.parent / "img" / "coffee-1.jpg", limit=3)
     assert [h.id for h in hits[:2]] == ["coffee-1", "coffee-0"]
     assert hits[0].score == pytest.approx(1.0, abs=1e-3) and hits[1].score > hits[2].score
     assert hits[0].metadata["category"] == "kitchen" and hits[0].image.endswith("coffee-1.jpg")
@@ -112,17 +131,16 @@ def test_search_by_photo_and_id_with_filters_and_paging(
     assert searcher.info().count == 8
 
 
-def test_provenance_refusal_on_model_mismatch(catalog, backend_settings, embedder) -> None:
-    store = MilvusStore(backend_settings)
-    report = _index(catalog, backend_settings, embedder, store)
+def test_provenance_refusal_on_model_mismatch(indexed: Indexed, embedder) -> None:
+    store = indexed.store
     other = ModelInfo.from_dict(
         {**embedder.info.to_dict(), "name": "ViT-B-32", "pretrained": "other"}
     )
     with pytest.raises(ProvenanceMismatch, match="built with model"):
-        store.check_model(report.collection, other)
-    assert store.provenance(report.collection).key == embedder.info.key
+        store.check_model(indexed.collection, other)
+    assert store.provenance(indexed.collection).key == embedder.info.key
     with pytest.raises(CollectionNotFound):
-        store.require(backend_settings.collection + "_missing")
+        store.require(indexed.settings.collection + "_missing")
 
 
 def test_alias_promote_switches_live_collection(catalog, backend_settings, embedder) -> None:
@@ -173,14 +191,12 @@ def test_set_alias_tolerates_a_parallel_creator(backend_settings, embedder, monk
     assert len(seen) == 2 and store.resolve(alias) == blue
 
 
-def test_bounded_consistency_searches_find_the_same_items(catalog, backend_settings, embedder):
+def test_bounded_consistency_searches_find_the_same_items(indexed: Indexed, embedder):
     """The faster read level is accepted by both backends and converges to Strong's answer."""
-    store = MilvusStore(backend_settings)
-    _index(catalog, backend_settings, embedder, store)
-    query = catalog.parent / "img" / "coffee-1.jpg"
-    strong = [h.id for h in Searcher(backend_settings, store=store, embedder=embedder).similar(
-        query, limit=4)]  # fmt: skip
-    bounded_settings = backend_settings.replace(search_consistency="Bounded")
+    query = indexed.catalog.parent / "img" / "coffee-1.jpg"
+    strong = [h.id for h in Searcher(indexed.settings, store=indexed.store, embedder=embedder
+        ).similar(query, limit=4)]  # fmt: skip
+    bounded_settings = indexed.settings.replace(search_consistency="Bounded")
     bounded = Searcher(bounded_settings, store=MilvusStore(bounded_settings), embedder=embedder)
     deadline = time.monotonic() + 30  # a server's grace time is 5 s by default
     while True:

@@ -19,7 +19,10 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "deploy" / "vsearch-index-cron.sh"
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(shutil.which("jq") is None, reason="the cron wrapper needs jq"),
+    pytest.mark.skipif(
+        shutil.which("jq") is None,
+        reason="the cron wrapper needs jq: run scripts/setup (or apt-get install jq)",
+    ),
 ]
 
 

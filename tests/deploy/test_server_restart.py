@@ -8,12 +8,13 @@ import pytest
 
 from search.config import Settings
 from search.store import MilvusStore
-from tests.server_backend import start_milvus_server
+from tests.server_backend import require_server_package, start_milvus_server
 
 
 @pytest.mark.server
 @pytest.mark.slow
 def test_provenance_survives_server_restart(tmp_path: Path, embedder) -> None:
+    require_server_package()
     base = tmp_path / "milvus"
     server = start_milvus_server(base, session_ttl=3)
     try:

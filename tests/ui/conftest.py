@@ -1,12 +1,16 @@
 """Fixtures of the UI tests: a small indexed catalog, an in-process app, a live server.
 
-Milvus Lite allows one process per database, so the live server gets its own database,
-built by ``vsearch index`` in a subprocess; in-process (TestClient) tests use another one.
+The catalog is indexed once per session, in this process (``ui_settings``), and shared
+read-only by every in-process test. Milvus Lite allows one process per database, so a
+``vsearch serve`` subprocess gets a copy of an indexed database directory
+(:func:`indexed_copy`: indexed here, flushed, copied; a copy carries no lock) instead of a
+``vsearch index`` subprocess of its own (which would import torch and load the model again).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -54,25 +58,10 @@ def ui_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return product_catalog(tmp_path_factory.mktemp("ui-catalog"), NAMES, per_product=2)
 
 
-def index_in_subprocess(catalog: Path, uri: str, cache_dir: Path) -> None:
-    proc = subprocess.run(
-        [VSEARCH, "-q", "index", str(catalog), "--uri", uri],
-        env=child_env(cache_dir),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-
-
-@pytest.fixture(scope="module")
-def ui_settings(
-    tmp_path_factory: pytest.TempPathFactory, ui_catalog: Path, cache_dir: Path, embedder
-) -> Settings:
-    """An indexed Lite database owned by this (test) process."""
+def index_here(catalog: Path, root: Path, cache_dir: Path, embedder) -> Settings:
+    """Index ``catalog`` in this process into a Lite database under ``root``."""
     from indexer.pipeline import IndexOptions, run_index
 
-    root = tmp_path_factory.mktemp("ui-inproc")
     settings = Settings(
         uri=str(root / "milvus" / "ui.db"),
         cache_dir=str(cache_dir),
@@ -82,12 +71,26 @@ def ui_settings(
         workers=0,
         threads=2,
     )
-    report = run_index(str(ui_catalog), settings, IndexOptions(), embedder=embedder)
-    assert report.ok and report.added == 2 * len(NAMES)
+    report = run_index(str(catalog), settings, IndexOptions(), embedder=embedder)
+    assert report.ok and report.live and report.count == report.seen, report
     return settings
 
 
-@pytest.fixture(scope="module")
+def indexed_copy(source: Settings, uri: str) -> str:
+    """Copy the (flushed) Lite database of ``source`` to ``uri`` for another process."""
+    shutil.copytree(source.uri, uri)
+    return uri
+
+
+@pytest.fixture(scope="session")
+def ui_settings(
+    tmp_path_factory: pytest.TempPathFactory, ui_catalog: Path, cache_dir: Path, embedder
+) -> Settings:
+    """The UI catalog indexed once per session in this process; tests only read it."""
+    return index_here(ui_catalog, tmp_path_factory.mktemp("ui-inproc"), cache_dir, embedder)
+
+
+@pytest.fixture(scope="session")
 def ui_searcher(ui_settings: Settings, embedder) -> Searcher:
     return Searcher(ui_settings, embedder=embedder)
 
@@ -136,12 +139,11 @@ def stop_server(proc: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="session")
 def live_server(
-    tmp_path_factory: pytest.TempPathFactory, ui_catalog: Path, cache_dir: Path
+    tmp_path_factory: pytest.TempPathFactory, ui_settings: Settings, cache_dir: Path
 ) -> Iterator[LiveServer]:
-    """`vsearch index` then `vsearch serve` on a free 127.0.0.1 port (its own database)."""
+    """`vsearch serve` on a free 127.0.0.1 port, on a copy of the indexed UI catalog."""
     root = tmp_path_factory.mktemp("ui-live")
-    uri = str(root / "milvus" / "live.db")
-    index_in_subprocess(ui_catalog, uri, cache_dir)
+    uri = indexed_copy(ui_settings, str(root / "milvus" / "live.db"))
     server = start_server(uri, cache_dir, root / "serve.log", "--max-upload-mb", "1")
     try:
         yield server
@@ -176,7 +178,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # noqa
 @pytest.fixture(scope="session")
 def chromium():
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+        pytest.skip(f"{CHROMIUM} is missing: run scripts/setup (or apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
