@@ -90,6 +90,22 @@ def vsearch_env(settings: Settings, **extra: str) -> dict[str, str]:
     return env
 
 
+def vsearch_here(
+    settings: Settings, monkeypatch: Any, capsys: Any, *args: str
+) -> tuple[int, str, str]:
+    """Run ``vsearch ARGS`` in this process (where the subprocess itself is not under test):
+    the same settings through the same variables; returns (exit code, stdout, stderr)."""
+    from indexer.cli import main
+
+    for key, value in vsearch_env(settings).items():
+        if key.startswith("VSEARCH_"):
+            monkeypatch.setenv(key, value)
+    capsys.readouterr()
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def run_vsearch(
     settings: Settings, *args: str, crash: tuple[str, int] | None = None, timeout: float = 180
 ) -> subprocess.CompletedProcess[str]:

@@ -60,13 +60,16 @@ def _settings(base: Settings, tmp: Path) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def built_v1(catalogs: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory, cache_dir):
-    """A Lite database holding v1, built once by a normal ``vsearch index`` run."""
+def built_v1(
+    catalogs: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory, cache_dir, embedder
+):
+    """A Lite database holding v1, built once in this process (each test copies it: a copy
+    carries no lock, so the crashing subprocess can own it)."""
     tmp = tmp_path_factory.mktemp("crash-template")
     s = Settings(uri=str(tmp / "v1.db"), cache_dir=str(cache_dir), lock_dir=str(tmp / "locks"))
     s = s.replace(batch_size=2, workers=0, threads=2, retries=0)
-    done = run_vsearch(s, "-q", "index", str(catalogs[0]))
-    assert done.returncode == 0, done.stderr
+    report = run_index(catalogs[0], s, embedder=embedder)
+    assert report.ok and report.count == 12
     return Path(s.uri)
 
 

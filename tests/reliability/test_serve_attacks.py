@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import PHOTOS, product_catalog
-from tests.ui.conftest import index_in_subprocess, start_server, stop_server
+from tests.ui.conftest import index_here, indexed_copy, start_server, stop_server
 
 from . import hostile
 
@@ -42,15 +42,15 @@ class Shop:
 
 
 @pytest.fixture(scope="module")
-def shop(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterator[Shop]:
+def shop(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path, embedder) -> Iterator[Shop]:
     root = tmp_path_factory.mktemp("attack")
     manifest = product_catalog(root / "shop", PHOTOS[:4], per_product=2)  # 8 items
     secret = root / "secret"
     secret.mkdir()
     (secret / "secret.txt").write_text(MARKER + "\n")
     (secret / "secret.jpg").write_bytes(hostile.good_jpeg("rocket") + MARKER.encode())
-    uri = str(root / "milvus" / "attack.db")
-    index_in_subprocess(manifest, uri, cache_dir)
+    indexed = index_here(manifest, root / "indexed", cache_dir, embedder)
+    uri = indexed_copy(indexed, str(root / "milvus" / "attack.db"))  # the server's own copy
     server = start_server(
         uri, cache_dir, root / "serve.log", "--auth", ":".join(AUTH), "--max-upload-mb", "1"
     )

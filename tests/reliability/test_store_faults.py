@@ -18,7 +18,7 @@ from search.errors import ProvenanceMismatch, StoreError
 from search.store import PROVENANCE_KEY, MilvusStore
 from tests.helpers import PHOTOS, product_catalog
 
-from .checks import assert_collection_equals_catalog, run_vsearch
+from .checks import assert_collection_equals_catalog, run_vsearch, vsearch_here
 from .lite_server import LiteServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
@@ -38,7 +38,7 @@ def _server_settings(settings: Settings, srv: LiteServer, **kw) -> Settings:
 
 
 def test_server_killed_mid_run_fails_cleanly_then_next_run_completes(
-    server: LiteServer, settings: Settings, tmp_path: Path, embedder
+    server: LiteServer, settings: Settings, tmp_path: Path, embedder, monkeypatch, capsys
 ) -> None:
     manifest = product_catalog(tmp_path / "shop", PHOTOS[:3], per_product=3)  # 9 items
     s = _server_settings(settings, server, retries=3, retry_backoff=0.2)
@@ -53,19 +53,24 @@ def test_server_killed_mid_run_fails_cleanly_then_next_run_completes(
     assert run.stderr.count("retry ") >= 3  # the bounded retries, with backoff, were logged
     assert took < 150, took
     server.start()  # the same data directory and port
-    again = run_vsearch(s, "--quiet", "index", "--json", str(manifest))
-    assert again.returncode == 0, again.stderr[-3000:]
-    report = json.loads(again.stdout)
+    # the next run (in process: the dying one above is the subprocess under test)
+    code, out, err = vsearch_here(
+        s, monkeypatch, capsys, "--quiet", "index", "--json", str(manifest)
+    )
+    assert code == 0, err[-3000:]
+    report = json.loads(out)
     assert report["count"] == 9 and report["failed_count"] == 0 and report["live"]
     assert_collection_equals_catalog(s, manifest, embedder)
 
 
-def test_store_down_from_the_start_is_exit_4(tmp_path: Path, settings: Settings) -> None:
+def test_store_down_from_the_start_is_exit_4(
+    tmp_path: Path, settings: Settings, monkeypatch, capsys
+) -> None:
     manifest = product_catalog(tmp_path / "shop", PHOTOS[:1], per_product=1)
     s = settings.replace(uri="http://127.0.0.1:9", retries=1, retry_backoff=0.1)  # nothing there
-    run = run_vsearch(s, "index", str(manifest), timeout=240)
-    assert run.returncode == 4, run.stderr[-2000:]
-    assert run.stderr.strip().splitlines()[-1].startswith("vsearch: error:")
+    code, _, err = vsearch_here(s, monkeypatch, capsys, "index", str(manifest))
+    assert code == 4, err[-2000:]
+    assert err.strip().splitlines()[-1].startswith("vsearch: error:")
 
 
 def _fake_model(embedder, **changes) -> ModelInfo:
