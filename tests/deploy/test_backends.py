@@ -66,7 +66,10 @@ def indexed(request, tmp_path_factory, cache_dir, embedder) -> Iterator[Indexed]
         yield Indexed(catalog, s, store, report.collection)
 
 
-def test_index_then_reindex_is_idempotent(catalog, backend_settings, embedder) -> None:
+def test_reindex_is_idempotent_and_changes_touch_only_those_items(
+    catalog, backend_settings, embedder
+) -> None:
+    """One store, three runs: first build, an unchanged re-run, then change/add/delete."""
     store = MilvusStore(backend_settings)
     first = _index(catalog, backend_settings, embedder, store)
     assert (first.seen, first.added, first.embedded, first.count) == (8, 8, 8, 8)
@@ -78,10 +81,6 @@ def test_index_then_reindex_is_idempotent(catalog, backend_settings, embedder) -
     assert sorted(fingerprints) == sorted(f"{n}-{k}" for n in NAMES for k in range(2))
     assert all(len(r.content_hash) == 32 for r in fingerprints.values())
 
-
-def test_change_add_delete_touch_only_those_items(catalog, backend_settings, embedder) -> None:
-    store = MilvusStore(backend_settings)
-    _index(catalog, backend_settings, embedder, store)
     root = catalog.parent
     time.sleep(0.01)
     variant(photo("rocket"), 2).save(root / "img" / "rocket-0.jpg", "JPEG")  # new bytes

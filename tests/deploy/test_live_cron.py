@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from indexer.pipeline import run_index
 from search.config import Settings
 from search.errors import StoreLockedError
 from search.store import MilvusStore
@@ -91,7 +92,7 @@ def jpeg_bytes(name: str) -> bytes:
     return buf.getvalue()
 
 
-def test_cron_indexing_next_to_live_api(tmp_path: Path, cache_dir: Path) -> None:
+def test_cron_indexing_next_to_live_api(tmp_path: Path, cache_dir: Path, embedder) -> None:
     db = tmp_path / "data" / "vsearch.db"
     lite_port, api_port = free_port(), free_port()
     uri = f"http://127.0.0.1:{lite_port}"
@@ -108,15 +109,12 @@ def test_cron_indexing_next_to_live_api(tmp_path: Path, cache_dir: Path) -> None
         # the database is owned by the server: opening it directly says what to do
         with pytest.raises(StoreLockedError, match="set VSEARCH_URI"):
             MilvusStore(Settings(uri=str(db), retries=0)).exists("catalog")
-        first = subprocess.run(
-            [VSEARCH, "-q", "index", str(catalog), "--json"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
+        # the first build in this process: the job under test is the second one, below
+        settings = Settings(
+            uri=uri, cache_dir=str(cache_dir), lock_dir=str(tmp_path / "locks"), device="cpu"
         )
-        assert first.returncode == 0, first.stderr[-2000:]
-        assert json.loads(first.stdout)["added"] == 6
+        first = run_index(catalog, settings, embedder=embedder)
+        assert first.ok and first.added == 6
 
         serve_cmd = [VSEARCH, "serve", "--host", "127.0.0.1", "--port", str(api_port)]
         with background(serve_cmd, env, tmp_path / "serve.log") as ui:

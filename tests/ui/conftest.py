@@ -126,12 +126,16 @@ def start_server(
     raise RuntimeError(f"vsearch serve did not start in {timeout}s: {log.read_text()[-3000:]}")
 
 
-def stop_server(proc: subprocess.Popen) -> None:
-    """Stop the server we started, by its PID."""
+def stop_server(proc: subprocess.Popen, grace: float = 3) -> None:
+    """Stop the server we started, by its PID: SIGTERM, then SIGKILL after ``grace`` s.
+
+    (uvicorn's graceful shutdown waits for open streams: after a gradio_client session it
+    took ~13 s, until Gradio's heartbeat noticed the client had gone.)
+    """
     if proc.poll() is None:
         os.kill(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=20)
+            proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)

@@ -119,13 +119,16 @@ def test_gradio_client_calls_the_named_endpoints(live_server, ui_catalog) -> Non
     from gradio_client import Client, handle_file
 
     client = Client(live_server.url + "/", verbose=False)
-    api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
-    assert {"/search_image", "/search_text", "/similar_by_id"} <= set(api)
-    hits = client.predict("rocket-0", 3, api_name="/similar_by_id")
-    assert [h["id"] for h in hits][0] == "rocket-1" and len(hits) == 3
-    photo = handle_file(str(ui_catalog.parent / "img" / "coffee-0.jpg"))
-    gallery, message, *_ = client.predict(photo, 4, "Any", None, None, api_name="/search_image")
-    assert len(gallery) == 4 and gallery[0]["caption"].startswith("coffee view 0")
+    try:
+        api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+        assert {"/search_image", "/search_text", "/similar_by_id"} <= set(api)
+        hits = client.predict("rocket-0", 3, api_name="/similar_by_id")
+        assert [h["id"] for h in hits][0] == "rocket-1" and len(hits) == 3
+        photo = handle_file(str(ui_catalog.parent / "img" / "coffee-0.jpg"))
+        gallery, message, *_ = client.predict(photo, 4, "Any", None, None, api_name="/search_image")
+        assert len(gallery) == 4 and gallery[0]["caption"].startswith("coffee view 0")
+    finally:
+        client.close()
 
 
 def test_oversized_uploads_are_refused_server_side(live_server) -> None:
