@@ -21,6 +21,8 @@ from .config import Settings
 from .embedder import Embedder, ModelInfo
 from .errors import ConfigError, ItemNotFound, ProvenanceMismatch
 from .filters import compile_filters, quote
+from .images import open_image
+from .query_crops import crops, fuse
 from .store import MilvusStore
 from .types import CollectionInfo, Match
 
@@ -119,10 +121,20 @@ class Searcher:
         filters: Mapping[str, Any] | None = None,
         min_score: float | None = None,
     ) -> list[Match]:
-        """Catalog items most similar to a photo (PIL image, bytes or path)."""
+        """Catalog items most similar to a photo (PIL image, bytes or path).
+
+        With ``settings.query_crops`` "five" the photo is searched whole and as five crops;
+        each item scores its best match over them (see :mod:`search.query_crops`).
+        """
         physical, model = self._live()
-        vector = self.embedder_for(model).embed_images([image])
-        return self._search(physical, vector[0], limit, offset, filters, min_score)
+        embedder = self.embedder_for(model)
+        if self.settings.query_crops == "none":
+            vector = embedder.embed_images([image])
+            return self._search(physical, vector[0], limit, offset, filters, min_score)
+        draft = int(embedder.info.image_size / 0.7) + 1  # the smallest crop keeps full detail
+        img = open_image(image, max_pixels=self.settings.max_image_pixels, draft_size=draft)
+        vectors = embedder.embed_images(crops(img, self.settings.query_crops))
+        return self._search(physical, vectors, limit, offset, filters, min_score)
 
     def similar_by_id(
         self,
@@ -178,13 +190,19 @@ class Searcher:
         min_score: float | None,
         extra: str = "",
     ) -> list[Match]:
+        """Search one vector, or several views of one query (rows, fused by best score)."""
         _check_paging(limit, offset)
         expr = compile_filters(filters)
         if extra:
             expr = f"{expr} and {extra}" if expr else extra
-        hits = self.store.search(
-            physical, vector[None, :], limit=limit, offset=offset, filter=expr
-        )[0]
+        if vector.ndim == 1:
+            hits = self.store.search(
+                physical, vector[None, :], limit=limit, offset=offset, filter=expr
+            )[0]
+        else:  # every view's top (offset + limit) holds the fused top (offset + limit)
+            per_view = self.store.search(physical, vector, limit=limit + offset, filter=expr)
+            fused = fuse([[(h.id, h.score, h) for h in hits] for hits in per_view])
+            hits = [h for _, _, h in fused[offset : offset + limit]]  # type: ignore[misc]
         floor = self.settings.min_score if min_score is None else min_score
         return [h for h in hits if h.score >= floor] if floor else hits
 

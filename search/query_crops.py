@@ -1,0 +1,51 @@
+"""Query photos seen at several framings: the whole photo and overlapping crops of it.
+
+A shopper's photo shows the product somewhere in a scene: off-centre, small, with a table,
+a hand or a shelf around it. Each crop is embedded and searched, and every catalog item
+keeps its best score over the crops (max fusion): the crop that frames the product best
+decides. On a 240-product catalog with phone-style photos this lifted "find this product"
+recall@1 of the built-in model from 0.61 to 0.76 with no training (docs/transfer-learning.md).
+A catalog photo used as a query still finds itself first (its whole-photo view scores 1.0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from PIL import Image
+
+# (side as a share of the photo's side, horizontal position, vertical position), 0..1
+SCHEMES: dict[str, tuple[tuple[float, float, float], ...]] = {
+    "none": ((1.0, 0.5, 0.5),),
+    "five": (
+        (1.0, 0.5, 0.5),
+        (0.7, 0.5, 0.5),
+        (0.7, 0.0, 0.0),
+        (0.7, 1.0, 0.0),
+        (0.7, 0.0, 1.0),
+        (0.7, 1.0, 1.0),
+    ),
+}
+
+
+def crops(img: Image.Image, scheme: str) -> list[Image.Image]:
+    """The views of ``img`` that ``scheme`` names (the whole photo first)."""
+    w, h = img.size
+    out = []
+    for side, px, py in SCHEMES[scheme]:
+        cw, ch = max(1, round(w * side)), max(1, round(h * side))
+        x0, y0 = round((w - cw) * px), round((h - ch) * py)
+        out.append(img if side == 1.0 else img.crop((x0, y0, x0 + cw, y0 + ch)))
+    return out
+
+
+def fuse(
+    per_view: Sequence[Sequence[tuple[str, float, object]]],
+) -> list[tuple[str, float, object]]:
+    """Merge per-view hit lists (id, score, payload): each id keeps its best, best first."""
+    best: dict[str, tuple[str, float, object]] = {}
+    for hits in per_view:
+        for hit in hits:
+            if hit[0] not in best or hit[1] > best[hit[0]][1]:
+                best[hit[0]] = hit
+    return sorted(best.values(), key=lambda h: -h[1])
