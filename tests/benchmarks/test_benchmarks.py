@@ -19,7 +19,6 @@ from benchmarks.workload import FASHION_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [
-    pytest.mark.slow,
     pytest.mark.skipif(
         not (FASHION_DIR / "t10k-images-idx3-ubyte.gz").is_file(),
         reason=f"the benchmark workload needs Fashion-MNIST in {FASHION_DIR}: run scripts/setup "
@@ -58,6 +57,7 @@ def test_workload_is_deterministic_real_photo_like_jpegs(tmp_path: Path) -> None
     assert len({f.read_bytes()[:4096] for f in files_a}) == 6  # all different pictures
 
 
+@pytest.mark.slow  # a benchmark script in a subprocess
 def test_bench_indexing_quick(tmp_path: Path, cache_dir: Path) -> None:
     out = tmp_path / "indexing.json"
     text = run_script(
@@ -81,6 +81,7 @@ def test_bench_indexing_quick(tmp_path: Path, cache_dir: Path) -> None:
     assert "b/a=" in text and "Ablation" in text
 
 
+@pytest.mark.slow  # a benchmark script in a subprocess
 def test_bench_search_quick(tmp_path: Path, cache_dir: Path) -> None:
     out = tmp_path / "search.json"
     text = run_script(
@@ -99,6 +100,7 @@ def test_bench_search_quick(tmp_path: Path, cache_dir: Path) -> None:
     assert "recall@10" in text
 
 
+@pytest.mark.slow  # a benchmark script in a subprocess
 def test_bench_memory_smoke(tmp_path: Path) -> None:
     out = tmp_path / "memory.json"
     run_script(

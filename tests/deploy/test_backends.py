@@ -2,8 +2,9 @@
 
 Every test runs twice through ``backend_settings`` (``lite`` and ``server``, the latter on the
 session's Milvus 2.3.5 standalone with a unique collection alias per test). Differences
-between the two are the store's business, never a skip here. Tests that only read share one
-indexed catalog per backend (``indexed``); tests that write get a fresh store each.
+between the two are the store's business, never a skip here. Tests that leave the indexed
+catalog as it is share one per backend (``indexed``; the alias tests add aliases and
+collections of their own next to it); tests that change items get a fresh store each.
 """
 
 from __future__ import annotations
@@ -142,11 +143,11 @@ def test_provenance_refusal_on_model_mismatch(indexed: Indexed, embedder) -> Non
         store.require(indexed.settings.collection + "_missing")
 
 
-def test_alias_promote_switches_live_collection(catalog, backend_settings, embedder) -> None:
-    store = MilvusStore(backend_settings)
-    alias = backend_settings.collection
-    first = _index(catalog, backend_settings, embedder, store)
-    blue = first.collection
+def test_alias_promote_switches_live_collection(indexed: Indexed, embedder) -> None:
+    """Blue is the shared indexed collection, under an alias of this test's own."""
+    store, blue = indexed.store, indexed.collection
+    alias = f"{indexed.settings.collection}_promo"
+    store.set_alias(alias, blue)
     green = f"{alias}__green"
     store.create(green, embedder.info)
     rows = store.get(blue, [f"{n}-{k}" for n in NAMES for k in range(2)], vectors=True)
@@ -159,17 +160,17 @@ def test_alias_promote_switches_live_collection(catalog, backend_settings, embed
     assert (done.previous, done.current, done.count) == (blue, green, 8)
     assert store.resolve(alias) == green and alias in store.aliases(green)
     assert alias not in store.aliases(blue)
-    searcher = Searcher(backend_settings, store=store, embedder=embedder)
+    searcher = Searcher(indexed.settings.replace(collection=alias), store=store, embedder=embedder)
     assert searcher.info().name == green
+    assert store.resolve(indexed.settings.collection) == blue  # the shared alias is untouched
     vec = np.asarray(rows[0]["vector"], np.float32)
     assert store.search(green, vec[None, :], limit=1)[0][0].id == rows[0]["id"]
 
 
-def test_set_alias_tolerates_a_parallel_creator(backend_settings, embedder, monkeypatch) -> None:
-    store = MilvusStore(backend_settings)
-    alias = backend_settings.collection
-    blue, green = f"{alias}__blue", f"{alias}__green"
-    store.create(blue, embedder.info)
+def test_set_alias_tolerates_a_parallel_creator(indexed: Indexed, embedder, monkeypatch) -> None:
+    store = MilvusStore(indexed.settings)  # its own client: describe_alias is patched below
+    alias = f"{indexed.settings.collection}_parallel"
+    blue, green = indexed.collection, f"{alias}__green"
     store.create(green, embedder.info)
     store.set_alias(alias, blue)  # done by "another shard" a moment ago
     real = store.client.describe_alias
