@@ -48,9 +48,7 @@ class CatalogServer:
             def do_GET(self) -> None:  # noqa: N802
                 with outer.lock:
                     outer.requests[self.path] += 1
-                code = outer.route(self)
-                with outer.lock:
-                    outer.statuses[(self.path, code)] += 1
+                outer.route(self)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
@@ -76,6 +74,7 @@ class CatalogServer:
         if path == "/big.jpg":  # announced as too big
             return self._send(h, 200, b"\xff\xd8\xff" + b"\0" * (300 * 1024))
         if path == "/big-stream.jpg":  # no Content-Length, streams past the limit
+            self._count(h, 200)
             h.send_response(200)
             h.send_header("Content-Type", "image/jpeg")
             h.end_headers()
@@ -96,8 +95,13 @@ class CatalogServer:
             return self._send(h, 503, b"busy") if fail else self._send(h, 200, jpeg("rocket"))
         return self._send(h, 404, b"no such file", ctype="text/plain")
 
-    @staticmethod
+    def _count(self, h: BaseHTTPRequestHandler, code: int) -> None:
+        """Count a response BEFORE sending it: the client may check as soon as it has it."""
+        with self.lock:
+            self.statuses[(h.path, code)] += 1
+
     def _send(
+        self,
         h: BaseHTTPRequestHandler,
         code: int,
         body: bytes,
@@ -106,6 +110,7 @@ class CatalogServer:
         etag: str = "",
         last_modified: str = "",
     ) -> int:
+        self._count(h, code)
         h.send_response(code)
         if code != 304:
             h.send_header("Content-Type", ctype)
