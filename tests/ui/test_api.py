@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -257,3 +258,33 @@ def test_milvus_outage_is_a_503_with_a_message(cache_dir) -> None:
         assert health.status_code == 503 and "cannot connect to Milvus" in health.json()["error"]
         resp = c.post("/api/search/id", json={"id": "x"})
         assert resp.status_code == 503 and resp.json()["error"] == "StoreError"
+
+
+class ViaTestClient(httpx.BaseTransport):
+    """An httpx transport that hands each request to the in-process app."""
+
+    def __init__(self, client: TestClient) -> None:
+        self.client = client
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        resp = self.client.request(
+            request.method, str(request.url), headers=request.headers, content=request.read()
+        )
+        headers = [(k, v) for k, v in resp.headers.items() if k.lower() != "content-encoding"]
+        return httpx.Response(resp.status_code, headers=headers, content=resp.content)
+
+
+def test_remote_client_in_process(client: TestClient, ui_catalog) -> None:
+    """RemoteSearcher over the app in this process (the live-server tests do it over TCP)."""
+    from search import ItemNotFound
+    from search.client import RemoteSearcher
+
+    with RemoteSearcher("http://testserver", transport=ViaTestClient(client)) as remote:
+        info = remote.info()
+        assert info.count == 2 * len(NAMES) and info.aliases == ("catalog",)
+        assert remote.get("coffee-0").metadata["title"] == "coffee view 0"
+        hits = remote.similar(str(ui_catalog.parent / "img" / "rocket-1.jpg"), limit=2)
+        assert [m.id for m in hits] == ["rocket-1", "rocket-0"]
+        assert remote.similar_by_id("rocket-0", limit=1)[0].id == "rocket-1"
+        with pytest.raises(ItemNotFound):
+            remote.get("no-such-item")
