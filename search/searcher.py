@@ -22,7 +22,7 @@ from .embedder import Embedder, ModelInfo
 from .errors import ConfigError, ItemNotFound, ProvenanceMismatch
 from .filters import compile_filters, quote
 from .images import open_image
-from .query_crops import crops, fuse
+from .query_crops import SCHEMES, crops, fuse
 from .store import MilvusStore
 from .types import CollectionInfo, Match
 
@@ -123,15 +123,16 @@ class Searcher:
     ) -> list[Match]:
         """Catalog items most similar to a photo (PIL image, bytes or path).
 
-        With ``settings.query_crops`` "five" the photo is searched whole and as five crops;
-        each item scores its best match over them (see :mod:`search.query_crops`).
+        With ``settings.query_crops`` "nine" (or "five") the photo is searched whole and as
+        crops; each item scores its best match over them (see :mod:`search.query_crops`).
         """
         physical, model = self._live()
         embedder = self.embedder_for(model)
         if self.settings.query_crops == "none":
             vector = embedder.embed_images([image])
             return self._search(physical, vector[0], limit, offset, filters, min_score)
-        draft = int(embedder.info.image_size / 0.7) + 1  # the smallest crop keeps full detail
+        smallest = min(side for side, _, _ in SCHEMES[self.settings.query_crops])
+        draft = int(embedder.info.image_size / smallest) + 1  # the smallest crop keeps detail
         img = open_image(image, max_pixels=self.settings.max_image_pixels, draft_size=draft)
         vectors = embedder.embed_images(crops(img, self.settings.query_crops))
         return self._search(physical, vectors, limit, offset, filters, min_score)

@@ -23,6 +23,8 @@ def test_crops_cover_the_photo_whole_first() -> None:
     assert len(views) == len(SCHEMES["five"]) == 6
     assert views[0] is img and views[1].size == (140, 70)
     assert crops(img, "none") == [img]
+    grid = crops(img, "nine")
+    assert len(grid) == 10 and grid[1].size == (120, 60) and grid[-1].size == (120, 60)
 
 
 def test_fuse_keeps_each_items_best_score_best_first() -> None:
