@@ -56,6 +56,9 @@ def query_scores(embed: Embed, data: JudgeSet, items: np.ndarray) -> QueryScores
     gallery_rows = np.nonzero(ok)[0]
     gallery = embed(data.clean.maps[gallery_rows, 0])
     items = items[data.eval_views.ok[items] & ok[items]]
+    if items.size == 0:
+        empty = np.zeros(0)
+        return QueryScores(empty.astype(np.int64), empty, None)
     v = data.eval_views.per_item
     maps = data.eval_views.maps[items].flatten(0, 1)
     q_items = np.repeat(items, v)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from search.config import Settings
 from search.embedder import Embedder
@@ -34,7 +35,7 @@ from ..evaluation.views import cache_views, view_budget
 from ..tuning import choose
 from .export import export_model
 from .instance import InstanceData, InstanceOutcome, adapt
-from .model import base_model_cfg, build_model
+from .model import TEXT_PLACEHOLDER, base_model_cfg, build_model
 from .options import FinetuneOptions
 from .towers import SplitTower, identity_head
 from .train import Progress
@@ -148,36 +149,14 @@ def finetune_instance(
     ids = [i.id for i in items]
     train, val, test = split_items(ids, opts)
     base = Embedder.from_settings(settings)
-    cfg = copy.deepcopy(base_model_cfg(base, settings.cache_dir))
-    width = base.torch_model.visual.trunk.num_features
-    cfg["embed_dim"] = width
-    cfg["vision_cfg"].update(timm_proj="linear", timm_model_pretrained=False)
-    from .model import TEXT_PLACEHOLDER
-
-    cfg["text_cfg"] = copy.deepcopy(TEXT_PLACEHOLDER)
-    model = build_model(cfg, base, opts.seed)
-    identity_head(model.visual)
-    device = base.device
-    model.visual.to(device).eval()
+    model, cfg = _identity_model(base, settings, opts)
     tower = SplitTower(model.visual, opts.unfreeze)
-    pools = load_backgrounds(opts.backgrounds, opts.seed)
-    tuning = choose(settings, device)
-    import torch
-
+    tuning = choose(settings, base.device)
     torch.set_num_threads(tuning.threads)
-    with torch.inference_mode():
-        probe = tower.bottom(
-            torch.zeros(1, 3, base.info.image_size, base.info.image_size, device=device)
-        )
+    rng = np.random.default_rng(opts.seed)
+    seen = np.sort(rng.choice(train, size=min(train.size, max(val.size, 32)), replace=False))
     fit_items = np.arange(len(items)) if opts.refit else train
-    views = view_budget(fit_items.size, probe[0].numel(), opts.views, opts.cache_mb)
-    if views < opts.views:
-        log.warning(
-            "%d training views per item fit --cache-mb %d (asked %d)",
-            views,
-            opts.cache_mb,
-            opts.views,
-        )
+    views = _views_per_item(tower, base, fit_items.size, opts)
     t0 = time.perf_counter()
     sets, failed = cache_views(
         [i.image for i in items],
@@ -185,13 +164,13 @@ def finetune_instance(
         {
             "clean": (range(len(items)), 1),
             "train": (fit_items, views),
-            "eval": (np.concatenate([val, test]), opts.eval_views),
+            "eval": (np.concatenate([val, test, seen]), opts.eval_views),
         },
         tower.bottom,
-        backgrounds={"train": pools.train, "eval": pools.eval},
+        backgrounds=_pools(opts),
         preprocess=base.preprocess,
         image_size=base.info.image_size,
-        device=device,
+        device=base.device,
         batch_size=tuning.batch_size,
         workers=tuning.workers,
         seed=opts.seed,
@@ -210,9 +189,10 @@ def finetune_instance(
         train=train[sets["train"].ok[train] & sets["clean"].ok[train]],
         val=val,
         test=test,
+        seen=seen,
     )
     t0 = time.perf_counter()
-    outcome = adapt(tower, data, opts, device, progress)
+    outcome = adapt(tower, data, opts, base.device, progress)
     timings["training"] = time.perf_counter() - t0
     report = InstanceReport(
         output=str(out),
@@ -240,3 +220,42 @@ def finetune_instance(
     }
     export_model(model.cpu(), out, cfg, base.info.preprocess, vsearch, report.to_dict())
     return report
+
+
+def _identity_model(base: Embedder, settings: Settings, opts: FinetuneOptions) -> tuple[Any, dict]:
+    """The base's tower with a square linear head set to the identity: the base exactly."""
+    cfg = copy.deepcopy(base_model_cfg(base, settings.cache_dir))
+    cfg["embed_dim"] = base.torch_model.visual.trunk.num_features
+    cfg["vision_cfg"].update(timm_proj="linear", timm_model_pretrained=False)
+    cfg["text_cfg"] = copy.deepcopy(TEXT_PLACEHOLDER)
+    model = build_model(cfg, base, opts.seed)
+    identity_head(model.visual)
+    model.visual.to(base.device).eval()
+    return model, cfg
+
+
+def _views_per_item(tower: SplitTower, base: Embedder, items: int, opts: FinetuneOptions) -> int:
+    """Training views per item that fit ``opts.cache_mb`` (a warning when fewer than asked)."""
+    size = base.info.image_size
+    with torch.inference_mode():
+        probe = tower.bottom(torch.zeros(1, 3, size, size, device=base.device))
+    views = view_budget(items, probe[0].numel(), opts.views, opts.cache_mb)
+    if views < opts.views:
+        log.warning(
+            "%d training views per item fit --cache-mb %d (asked %d)",
+            views,
+            opts.cache_mb,
+            opts.views,
+        )
+    return views
+
+
+def _pools(opts: FinetuneOptions) -> dict[str, list[Any]]:
+    pools = load_backgrounds(opts.backgrounds, opts.seed)
+    log.info(
+        "background photos: %s (%d training, %d judging)",
+        pools.source,
+        len(pools.train),
+        len(pools.eval),
+    )
+    return {"train": pools.train, "eval": pools.eval}

@@ -52,12 +52,14 @@ class InstanceData:
     train: np.ndarray
     val: np.ndarray
     test: np.ndarray
+    seen: np.ndarray  # training items that also have judging views
 
 
 @dataclass
 class InstanceHistory:
     epochs: list[dict[str, Any]] = field(default_factory=list)
-    best_epoch: int = 0
+    best_epoch: int = 0  # best on validation items (the judged model)
+    seen_epoch: int = 0  # best on trained items' judging views, unseen items not below base
     stopped_early: bool = False
     refit_epochs: int = 0
 
@@ -65,6 +67,7 @@ class InstanceHistory:
         return {
             "epochs": self.epochs,
             "best_epoch": self.best_epoch,
+            "seen_epoch": self.seen_epoch,
             "stopped_early": self.stopped_early,
             "refit_epochs": self.refit_epochs,
         }
@@ -207,7 +210,16 @@ def adapt(
     device: str,
     progress: Progress | None = None,
 ) -> InstanceOutcome:
-    """Train on ``data.train``, pick the epoch on ``data.val``, judge on ``data.test``."""
+    """Train on ``data.train``, pick the epoch on ``data.val``, judge on ``data.test``.
+
+    Two curves are followed per epoch, both on judging views (other backgrounds and
+    distortions than training): validation items (never trained on; they pick the judged
+    epoch) and a sample of training items (``data.seen``: what shoppers get for products
+    the model trained on, i.e. every product after a refit). The refit trains as many
+    epochs as the seen curve liked best among epochs where unseen products were still at
+    least as well served as by the base model, so products added after the adaptation do
+    not lose.
+    """
     embed = Embed(tower, device)
     base_clean = embed(data.clean.maps[:, 0])
     base_val = query_scores(embed, data, data.val)
@@ -220,37 +232,47 @@ def adapt(
     trainer = Trainer(tower, data, base_clean, opts, device)
     history = InstanceHistory()
     opt, sched = trainer.optimizer(trainer.steps_per_epoch(data.train) * opts.epochs)
-    best_state, best_key, best_val, stale = (
+    best_state, best_key, best_val = (
         copy.deepcopy(tower.state_dict()),
         base_val.criterion(),
         base_val,
-        0,
     )
+    floor = base_val.criterion()
+    best_seen, stale = query_scores(embed, data, data.seen).criterion(), 0
     for epoch in range(1, opts.epochs + 1):
         t0 = time.perf_counter()
         loss = trainer.epoch(data.train, opt, sched, epoch, progress)
         val = query_scores(embed, data, data.val)
-        key = val.criterion()
+        key, seen = val.criterion(), query_scores(embed, data, data.seen).criterion()
         history.epochs.append(
             {
                 "epoch": epoch,
                 "loss": round(loss, 5),
                 "val_R@1": round(key[0], 4),
                 "val_MRR@10": round(key[1], 4),
+                "seen_R@1": round(seen[0], 4),
                 "seconds": round(time.perf_counter() - t0, 2),
             }
         )
-        log.info("epoch %d: loss %.4f, validation recall@1 %.4f, MRR@10 %.4f", epoch, loss, *key)
+        log.info(
+            "epoch %d: loss %.4f, validation recall@1 %.4f (unseen items), %.4f (trained items)",
+            epoch,
+            loss,
+            key[0],
+            seen[0],
+        )
         if progress:
             progress(TrainEvent("validate", epoch, opts.epochs, 0, 0, loss, key[0]))
+        improved = False
         if key > best_key:
-            best_key, best_val, history.best_epoch, stale = key, val, epoch, 0
+            best_key, best_val, history.best_epoch, improved = key, val, epoch, True
             best_state = copy.deepcopy(tower.state_dict())
-        else:
-            stale += 1
-            if stale >= opts.patience:
-                history.stopped_early = epoch < opts.epochs
-                break
+        if key >= floor and seen > best_seen:
+            best_seen, history.seen_epoch, improved = seen, epoch, True
+        stale = 0 if improved else stale + 1
+        if stale >= opts.patience:
+            history.stopped_early = epoch < opts.epochs
+            break
     tower.load_state_dict(best_state)
     test = query_scores(embed, data, data.test)
     verdict = judge(test, base_test, seed=opts.seed)
@@ -264,7 +286,7 @@ def adapt(
         )
     outcome = InstanceOutcome(base_val, best_val, base_test, test, verdict, history)
     if opts.refit and verdict.improved:
-        _refit(trainer, data, opts, history, progress)
+        _refit(trainer, data, max(history.best_epoch, history.seen_epoch), history, progress)
         outcome.refit_test = query_scores(embed, data, data.test)
     return outcome
 
@@ -272,14 +294,13 @@ def adapt(
 def _refit(
     trainer: Trainer,
     data: InstanceData,
-    opts: FinetuneOptions,
+    epochs: int,
     history: InstanceHistory,
     progress: Progress | None,
 ) -> None:
-    """Train again from the initial weights on every item, for the chosen epochs."""
+    """Train again from the initial weights on every item, for ``epochs`` epochs."""
     items = np.nonzero(data.clean.ok & data.train_views.ok)[0]
     trainer.reset()
-    epochs = history.best_epoch
     opt, sched = trainer.optimizer(trainer.steps_per_epoch(items) * epochs)
     log.info("refit on all %d items for %d epochs", items.size, epochs)
     for epoch in range(1, epochs + 1):

@@ -229,7 +229,7 @@ def test_instance_finetune_exports_a_judged_model_and_eval_compares_it(
     monkeypatch.setenv("VSEARCH_CACHE_DIR", settings.cache_dir)
     monkeypatch.setenv("VSEARCH_DEVICE", "cpu")
     out = tmp_path / "model"
-    code = main(["finetune", str(manifest), "-o", str(out), *TINY, "--json", "-q"])
+    code = main(["-q", "finetune", str(manifest), "-o", str(out), *TINY, "--json"])
     captured = capsys.readouterr()
     report = json.loads(captured.out)
     assert code == (0 if report["improved"] else 1)
@@ -241,8 +241,8 @@ def test_instance_finetune_exports_a_judged_model_and_eval_compares_it(
     assert block["objective"] == "instance" and block["improved"] == report["improved"]
     tuned = Embedder(f"local-dir:{out}", device="cpu", cache_dir=settings.cache_dir)
     assert tuned.info.dim == 1280 and not tuned.has_text
-    argv = ["eval", str(manifest), "--model", "builtin:efficientnet-lite0", "--model",
-            f"local-dir:{out}", "--views", "1", "--holdout", "0.3", "--json", "-q",
+    argv = ["-q", "eval", str(manifest), "--model", "builtin:efficientnet-lite0", "--model",
+            f"local-dir:{out}", "--views", "1", "--holdout", "0.3", "--json",
             "--out", str(tmp_path / "eval")]  # fmt: skip
     assert main(argv) == 0
     ev = json.loads(capsys.readouterr().out)
@@ -264,7 +264,7 @@ def test_a_destructive_learning_rate_is_not_improved_and_not_promotable(
     monkeypatch.setenv("VSEARCH_DEVICE", "cpu")
     out = tmp_path / "bad"
     argv = ["finetune", str(manifest), "-o", str(out), *TINY, "--lr", "5", "--distill", "0"]
-    assert main([*argv, "--json", "-q"]) == 1
+    assert main(["-q", *argv, "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
     assert report["improved"] is False
     assert read_verdict(out)["improved"] is False
