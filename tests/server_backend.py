@@ -266,8 +266,8 @@ def server_settings(uri: str, tmp_path: Path, cache_dir: Path) -> Settings:
     )
 
 
-# The server half is `slow` as well: each call on a real server waits for its coordinators
-# (flush, index, load), seconds per test; `pytest -m "not slow"` keeps the Lite half.
+# The server half is `slow`: each call on a real server waits for its coordinators (flush,
+# index, load), seconds per test.
 BACKENDS = ["lite", pytest.param("server", marks=[pytest.mark.server, pytest.mark.slow])]
 
 

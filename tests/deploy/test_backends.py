@@ -37,6 +37,11 @@ from tests.helpers import photo, product_catalog, variant
 from tests.server_backend import BACKENDS, backend
 
 NAMES = ["chelsea", "coffee", "rocket", "astronaut"]
+# Slow on both backends: this module is about Lite/server parity. On Lite alone, the quick
+# loop checks the same behaviour in tests/indexer/test_index.py (re-run, change/add/delete),
+# tests/search/test_store.py (provenance, aliases) and tests/search/test_searcher.py
+# (filters, paging, by id).
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
