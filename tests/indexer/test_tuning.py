@@ -148,10 +148,12 @@ class _SlowStore:
         import threading
 
         self.calls: list[list[str]] = []
+        self.entered = threading.Event()  # the writer is inside its first upsert
         self.release = threading.Event()
 
     def upsert(self, collection: str, rows: list[dict]) -> None:
-        if not self.calls:
+        if not self.entered.is_set():
+            self.entered.set()
             self.release.wait(10)
         self.calls.append([r["id"] for r in rows])
 
@@ -163,8 +165,7 @@ def test_the_writer_sends_batches_that_queued_up_in_one_request() -> None:
     writer = _Writer(store, "c")  # type: ignore[arg-type]
     batches = [[{"id": f"{b}-{i}"} for i in range(4)] for b in range(4)]
     writer.put(batches[0])
-    while not writer.queue.empty():  # the writer took batch 0 and waits inside upsert
-        pass
+    assert store.entered.wait(10)  # the writer took batch 0 and waits inside upsert
     for batch in batches[1:]:
         writer.put(batch)
     store.release.set()
