@@ -184,10 +184,10 @@ def default_lr(finetune_help: str) -> float | None:
     m = re.search(r"--lr LR[^\n]*\n?[^-]*?default[:= ]+([0-9.eE+-]+)", finetune_help)
     if m:
         return float(m.group(1))
-    try:
+    try:  # 0 in the options means "the objective's default": resolve it as finetune does
         from indexer.finetune import FinetuneOptions
 
-        return float(FinetuneOptions().lr)
+        return float(FinetuneOptions().resolved("instance").lr)
     except Exception:  # the trainer is being changed: fall back to None
         return None
 

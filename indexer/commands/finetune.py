@@ -47,7 +47,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--id-column", help="manifest id column")
     p.add_argument("--image-column", help="manifest image column")
     p.add_argument("--epochs", type=int, default=0, help="maximum epochs (default per strategy)")
-    p.add_argument("--lr", type=float, default=0.0, help="learning rate of the new head")
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=0.0,
+        help="learning rate of the head (0: per objective and strategy; instance partial "
+        "3e-4, instance head 1e-3, label head 2e-3, label partial 1e-3, label full 5e-4)",
+    )
     p.add_argument(
         "--backbone-lr-scale", type=float, default=0.1, help="backbone rate = lr * this (top layer)"
     )
