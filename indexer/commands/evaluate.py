@@ -1,10 +1,11 @@
-"""``vsearch eval``: retrieval quality of models on a labelled catalog, and index recall."""
+"""``vsearch eval``: how well models find products (instance or label task); index recall."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -85,15 +86,7 @@ def run(args: argparse.Namespace) -> int:
     if args.source and _task(args, settings) == "instance":
         return _run_instance(args, settings, models)
     if args.source:
-        bars: dict[str, tuple] = {}
-
-        def progress(spec: str, done: int, total: int) -> None:
-            if spec not in bars:
-                bars[spec] = progress_reporter(not args.quiet, f"embedding ({spec})")
-            cb = bars[spec][0]
-            if cb:
-                cb(done, total)
-
+        progress, close_bars = _model_bars(not args.quiet, "embedding")
         try:
             report = evaluate(
                 args.source,
@@ -107,8 +100,7 @@ def run(args: argparse.Namespace) -> int:
                 progress=progress,
             )
         finally:
-            for _, close in bars.values():
-                close()
+            close_bars()
     else:
         report = EvalReport("", "", 0, 0, args.holdout, args.seed)
     if args.index:
@@ -154,15 +146,7 @@ def _task(args: argparse.Namespace, settings: Settings) -> str:
 def _run_instance(args: argparse.Namespace, settings: Settings, models: list[str]) -> int:
     from indexer.evaluation.instance import evaluate_instance
 
-    bars: dict[str, tuple] = {}
-
-    def progress(spec: str, done: int, total: int) -> None:
-        if spec not in bars:
-            bars[spec] = progress_reporter(not args.quiet, f"shopper photos ({spec})")
-        cb = bars[spec][0]
-        if cb:
-            cb(done, total)
-
+    progress, close_bars = _model_bars(not args.quiet, "shopper photos")
     try:
         report = evaluate_instance(
             args.source,
@@ -178,8 +162,7 @@ def _run_instance(args: argparse.Namespace, settings: Settings, models: list[str
             progress=progress,
         )
     finally:
-        for _, close in bars.values():
-            close()
+        close_bars()
     data = report.to_dict()
     if args.index:
         from indexer.evaluation import evaluate_index
@@ -199,3 +182,23 @@ def _run_instance(args: argparse.Namespace, settings: Settings, models: list[str
         print(report.table())
         print(f"wrote {out / 'report.json'}", file=sys.stderr)
     return EXIT_OK
+
+
+def _model_bars(
+    enabled: bool, what: str
+) -> tuple[Callable[[str, int, int], None], Callable[[], None]]:
+    """A progress bar per model (``progress(model, done, total)``) and a close-all."""
+    bars: dict[str, tuple] = {}
+
+    def progress(spec: str, done: int, total: int) -> None:
+        if spec not in bars:
+            bars[spec] = progress_reporter(enabled, f"{what} ({spec})")
+        cb = bars[spec][0]
+        if cb:
+            cb(done, total)
+
+    def close() -> None:
+        for _, close_one in bars.values():
+            close_one()
+
+    return progress, close

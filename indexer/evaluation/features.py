@@ -215,7 +215,8 @@ class _Decode:
             return i, None, f"unexpected error: {exc.__class__.__name__}: {exc}"
 
 
-def _collate(samples: list[tuple[int, Any, str]]) -> list[tuple[int, Any, str]]:
+def keep_list(samples: list[tuple[int, Any, str]]) -> list[tuple[int, Any, str]]:
+    """A DataLoader collate that keeps the samples as they are (failures carry None)."""
     return samples
 
 
@@ -242,7 +243,7 @@ def _run(
         dataset,
         batch_size=tuning.batch_size,
         num_workers=workers,
-        collate_fn=_collate,
+        collate_fn=keep_list,
         **({"prefetch_factor": 2} if workers > 0 else {}),
     )
     out: dict[int, np.ndarray] = {}

@@ -23,6 +23,7 @@ from search.errors import ImageError
 from search.images import open_image
 
 from ..fetch import read_image_bytes
+from .features import keep_list
 from .shopper import EVAL, TRAIN, ViewFamily, shopper_view
 
 log = logging.getLogger(__name__)
@@ -93,10 +94,6 @@ class _Views:
             return i, None, f"unexpected error: {exc.__class__.__name__}: {exc}"
 
 
-def _collate(samples: list[tuple[int, Any, str]]) -> list[tuple[int, Any, str]]:
-    return samples
-
-
 def cache_views(
     refs: Sequence[str],
     ids: Sequence[str],
@@ -129,7 +126,7 @@ def cache_views(
         dataset,
         batch_size=batch_size,
         num_workers=min(workers, max(1, len(jobs) // batch_size)),
-        collate_fn=_collate,
+        collate_fn=keep_list,
     )
     sets: dict[str, ViewSet] = {}
     failed: dict[int, str] = {}
