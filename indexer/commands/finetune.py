@@ -65,7 +65,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="partial: backbone stages (instance, default 1) or layer groups (label, default 4) "
         "to train",
     )
-    p.add_argument("--dim", type=int, default=256, help="embedding size of the new head")
+    p.add_argument(
+        "--dim",
+        type=int,
+        default=256,
+        help="label: size of the new head (instance keeps the width)",
+    )
     p.add_argument("--head", choices=["linear", "mlp"], default="linear")
     p.add_argument("--loss", choices=["supcon", "triplet"], default="supcon")
     p.add_argument("--temperature", type=float, default=0.1, help="supcon temperature")

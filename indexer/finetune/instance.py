@@ -100,22 +100,38 @@ class Embed:
         return torch.cat(out).numpy() if out else np.zeros((0, 1), np.float32)
 
 
-def _neighbourhood_batches(
-    base: np.ndarray, items: np.ndarray, batch: int, rng: np.random.Generator, k: int = 4
+def nearest(vectors: np.ndarray, k: int = 16, chunk: int = 1024) -> np.ndarray:
+    """(N, k') positions of each row's ``k`` most similar other rows, best first."""
+    n = vectors.shape[0]
+    kk = max(1, min(k, n - 1))
+    out = np.zeros((n, kk), np.int64)
+    for s in range(0, n, chunk):
+        sims = vectors[s : s + chunk] @ vectors.T
+        rows = np.arange(sims.shape[0])
+        sims[rows, rows + s] = -np.inf
+        part = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
+        order = np.argsort(-np.take_along_axis(sims, part, axis=1), axis=1, kind="stable")
+        out[s : s + chunk] = np.take_along_axis(part, order, axis=1)
+    return out
+
+
+def neighbourhood_batches(
+    items: np.ndarray, neighbours: np.ndarray, batch: int, rng: np.random.Generator, k: int = 4
 ) -> list[np.ndarray]:
-    """One epoch of batches made of groups of ``k`` look-alike items (hard negatives)."""
-    sims = base[items] @ base[items].T
-    np.fill_diagonal(sims, -np.inf)
-    order = np.argsort(-sims, axis=1)
+    """One epoch of batches made of groups of ``k`` look-alike items (hard negatives).
+
+    ``neighbours[i]``: positions (into ``items``) of item i's nearest items in the base
+    model's space. Every item appears once; a one-item remainder is dropped.
+    """
     unused = np.ones(len(items), bool)
     flat: list[int] = []
     for seed in rng.permutation(len(items)):
         if not unused[seed]:
             continue
-        group = [seed] + [int(j) for j in order[seed] if unused[j] and j != seed][: k - 1]
+        group = [int(seed)] + [int(j) for j in neighbours[seed] if unused[j]][: k - 1]
         unused[group] = False
         flat += group
-    flat_arr = items[np.array(flat)]
+    flat_arr = items[np.array(flat, np.int64)]
     return [
         flat_arr[s : s + batch]
         for s in range(0, len(flat_arr), batch)
@@ -138,6 +154,7 @@ class Trainer:
         self.base_clean = torch.from_numpy(base_clean)
         self.initial = copy.deepcopy(tower.state_dict())
         self.rng = np.random.default_rng(opts.seed)
+        self._near: dict[bytes, np.ndarray] = {}
         cats = data.categories
         self.cat_ids = (
             torch.from_numpy(
@@ -159,17 +176,20 @@ class Trainer:
         return opt, sched
 
     def steps_per_epoch(self, items: np.ndarray) -> int:
-        return len(
-            _neighbourhood_batches(
-                self.base_clean.numpy(), items, self.opts.batch_size, np.random.default_rng(0)
-            )
-        )
+        full, rest = divmod(len(items), self.opts.batch_size)
+        return full + (1 if rest > 1 else 0)
+
+    def _neighbours(self, items: np.ndarray) -> np.ndarray:
+        key = items.tobytes()
+        if key not in self._near:
+            self._near[key] = nearest(self.base_clean.numpy()[items])
+        return self._near[key]
 
     def epoch(
         self, items: np.ndarray, opt: Any, sched: Any, epoch: int, progress: Progress | None
     ) -> float:
         o, d = self.opts, self.data
-        batches = _neighbourhood_batches(self.base_clean.numpy(), items, o.batch_size, self.rng)
+        batches = neighbourhood_batches(items, self._neighbours(items), o.batch_size, self.rng)
         self.tower.eval()  # BatchNorm statistics stay frozen
         losses = []
         v = d.train_views.per_item

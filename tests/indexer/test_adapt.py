@@ -275,3 +275,21 @@ def test_a_destructive_learning_rate_is_not_improved_and_not_promotable(
 
 def _no_nan(value: str) -> float:
     raise AssertionError(f"{value} in a JSON report")
+
+
+def test_batches_group_look_alikes_and_cover_every_item_once() -> None:
+    from indexer.finetune.instance import nearest, neighbourhood_batches
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(5, 8))
+    vectors = np.repeat(centres, 4, axis=0) + 0.01 * rng.normal(size=(20, 8))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    near = nearest(vectors, k=3, chunk=7)
+    assert near.shape == (20, 3)
+    assert all(set(near[i] // 4) == {i // 4} for i in range(20))  # its own cluster first
+    items = np.arange(100, 120)  # positions into a bigger catalog
+    batches = neighbourhood_batches(items, near, 8, np.random.default_rng(1))
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == items.tolist()
+    groups = [set((b[i : i + 4] - 100) // 4) for b in batches for i in range(0, len(b), 4)]
+    assert sum(len(g) == 1 for g in groups) >= 4  # look-alikes travel together
