@@ -249,9 +249,11 @@ def test_instance_finetune_exports_a_judged_model_and_eval_compares_it(
     assert ev["task"] == "instance" and len(ev["models"]) == 2
     assert ev["models"][0]["queries"] == ev["models"][1]["queries"] > 0
     assert ev["models"][1]["verdict_vs_first"] is not None
-    # same seed and holdout: eval's base figure is finetune's held-out base figure
+    # same seed and holdout: eval asks finetune's held-out questions, and its base figure is
+    # finetune's (within one item: finetune embeds through float16 cached maps)
+    assert ev["models"][0]["queries"] == report["held_out"]["before"]["queries"]
     assert ev["models"][0]["R@1"]["value"] == pytest.approx(
-        report["held_out"]["before"]["R@1"]["value"], abs=0.02
+        report["held_out"]["before"]["R@1"]["value"], abs=1 / report["items"]["held_out"] + 1e-6
     )
 
 
