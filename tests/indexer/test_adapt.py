@@ -280,7 +280,7 @@ def _no_nan(value: str) -> float:
 
 
 def test_batches_group_look_alikes_and_cover_every_item_once() -> None:
-    from indexer.finetune.instance import nearest, neighbourhood_batches
+    from indexer.finetune.batches import nearest, neighbourhood_batches
 
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(5, 8))
