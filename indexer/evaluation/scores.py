@@ -80,7 +80,12 @@ def score(
         rows = np.nonzero(exclude >= 0)[0]
         sims[rows, exclude[rows]] = -np.inf
     k = min(max_k, sims.shape[1])
-    top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    if 0 < k < sims.shape[1]:  # the top k of each row without sorting whole rows
+        part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(sims, part, axis=1), axis=1, kind="stable")
+        top = np.take_along_axis(part, order, axis=1)
+    else:
+        top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
     rank = np.full(len(top), np.inf)
     for q, row in enumerate(top):
         right = np.atleast_1d(relevant[q])

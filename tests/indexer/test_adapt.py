@@ -100,6 +100,12 @@ def test_score_ranks_the_right_item_and_the_top_category() -> None:
     assert s.rank.tolist() == [2.0, 1.0]
     assert s.category_hit.tolist() == [False, True]
     assert s.metric("MRR@10").tolist() == [0.5, 1.0]
+    rng = np.random.default_rng(0)
+    gal, qs = rng.normal(size=(50, 8)), rng.normal(size=(6, 8))
+    truth = np.argsort(-(qs @ gal.T), axis=1)[:, 3]  # each query's 4th best
+    ranked = score(gal, qs, truth, np.arange(6), max_k=5)
+    assert ranked.rank.tolist() == [4.0] * 6
+    assert score(gal, qs, truth, np.arange(6), max_k=3).rank.tolist() == [np.inf] * 6
 
 
 def test_reports_have_no_nan() -> None:
