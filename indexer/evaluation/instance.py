@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import torch
 
 from search.config import Settings
 from search.errors import CatalogError, ConfigError
@@ -90,8 +91,7 @@ class InstanceModelEval:
     def to_dict(self) -> dict[str, Any]:
         return {
             "model": self.model,
-            "queries": int(self.scores.rank.size),
-            **{k: v.to_dict() for k, v in self.scores.summary().items()},
+            **self.scores.to_dict(),
             "verdict_vs_first": self.verdict.to_dict() if self.verdict else None,
             "trained_on_held_out_items": self.trained_on_all,
             "seconds": round(self.seconds, 2),
@@ -126,7 +126,7 @@ class InstanceEvalReport:
         names = self.models[0].scores.names() if self.models else []
         rows = [
             [m.model + (" *" if m.trained_on_all else ""), str(m.scores.rank.size)]
-            + [str(m.scores.summary()[n]) for n in names]
+            + m.scores.cells(names)
             for m in self.models
         ]
         lines = format_rows(["find this product", "queries", *names], rows)
@@ -190,7 +190,7 @@ def evaluate_instance(
             [i.image for i in items],
             ids,
             {"clean": (range(len(items)), 1), "eval": (test, views)},
-            lambda pixels, e=embedder: _tensor(e.embed_tensors(pixels)),
+            lambda pixels, e=embedder: torch.from_numpy(e.embed_tensors(pixels)),
             backgrounds={"eval": pools.eval},
             preprocess=embedder.preprocess,
             image_size=embedder.info.image_size,
@@ -199,7 +199,7 @@ def evaluate_instance(
             workers=max(0, settings.workers),
             seed=seed,
             progress=step,
-            dtype=_float32(),
+            dtype=torch.float32,
         )
         for item_id, reason in failed:
             log.warning("skipped %s: %s", item_id, reason)
@@ -234,15 +234,3 @@ def group_ids(items: Sequence[Any], column: str | None) -> np.ndarray:
 def _trained_on_all(model_name: str) -> bool:
     block = finetune_block(model_name) or {}
     return bool(block.get("options", {}).get("refit")) and block.get("objective") == "instance"
-
-
-def _tensor(vectors: np.ndarray) -> Any:
-    import torch
-
-    return torch.from_numpy(vectors)
-
-
-def _float32() -> Any:
-    import torch
-
-    return torch.float32

@@ -57,6 +57,16 @@ class QueryScores:
     def summary(self, seed: int = 0) -> dict[str, Interval]:
         return {n: bootstrap(self.metric(n), self.items, seed=seed) for n in self.names()}  # type: ignore[arg-type]
 
+    def cells(self, names: Sequence[str], seed: int = 0) -> list[str]:
+        """Table cells: each named metric with its interval (bootstrapped once per metric)."""
+        summary = self.summary(seed)
+        return [str(summary[n]) for n in names]
+
+    def to_dict(self, seed: int = 0) -> dict[str, Any]:
+        """The number of queries and each metric with its interval (JSON-ready)."""
+        summary = self.summary(seed)
+        return {"queries": int(self.rank.size), **{k: v.to_dict() for k, v in summary.items()}}
+
 
 def score(
     gallery: np.ndarray,

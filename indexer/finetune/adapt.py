@@ -29,7 +29,6 @@ from ..evaluation.backgrounds import load_backgrounds
 from ..evaluation.instance import group_ids
 from ..evaluation.labels import holdout_mask
 from ..evaluation.report import format_rows, json_safe
-from ..evaluation.scores import QueryScores
 from ..evaluation.views import Progress as ViewProgress
 from ..evaluation.views import cache_views, view_budget
 from ..tuning import choose
@@ -77,9 +76,9 @@ class InstanceReport:
                 "improved": self.improved,
                 "verdict": o.verdict.to_dict(),
                 "items": self.items,
-                "validation": {"before": _summary(o.base_val), "after": _summary(o.val)},
-                "held_out": {"before": _summary(o.base_test), "after": _summary(o.test)},
-                "held_out_after_refit_in_sample": _summary(o.refit_test) if o.refit_test else None,
+                "validation": {"before": o.base_val.to_dict(), "after": o.val.to_dict()},
+                "held_out": {"before": o.base_test.to_dict(), "after": o.test.to_dict()},
+                "held_out_after_refit_in_sample": o.refit_test.to_dict() if o.refit_test else None,
                 "history": o.history.to_dict(),
                 "options": self.options,
                 "seconds": round(self.seconds, 1),
@@ -91,7 +90,7 @@ class InstanceReport:
         o = self.outcome
         names = o.base_test.names()
         rows = [
-            [label, str(s.rank.size)] + [str(s.summary()[n]) for n in names]
+            [label, str(s.rank.size)] + s.cells(names)
             for label, s in (
                 ("held-out, base", o.base_test),
                 (f"held-out, adapted ({self.strategy})", o.test),
@@ -108,12 +107,6 @@ class InstanceReport:
         )
         lines.append(("improved: " if self.improved else "NOT improved: ") + o.verdict.reason)
         return "\n".join(lines)
-
-
-def _summary(s: QueryScores | None) -> dict[str, Any] | None:
-    if s is None:
-        return None
-    return {"queries": int(s.rank.size), **{k: v.to_dict() for k, v in s.summary().items()}}
 
 
 def split_items(ids: list[str], opts: FinetuneOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -232,7 +232,7 @@ def finetune(
         history=history,
         options=opts.to_dict(),
         verdict=verdict,
-        held_out={"before": _summary(base_held), "after": _summary(new_held)},
+        held_out={"before": base_held.to_dict(), "after": new_held.to_dict()},
     )
     report.seconds = time.perf_counter() - started
     vsearch = {
@@ -270,7 +270,3 @@ def _judge(
         tuned = ModelFeatures(visual, base.device, base.info.image_size, base.preprocess)
         after = extract(catalog.items, tuned, settings, use_cache=False).vectors
     return judge_labels(catalog, split, before, after, feats.ok, opts.seed)
-
-
-def _summary(s: QueryScores) -> dict[str, Any]:
-    return {"queries": int(s.rank.size), **{k: v.to_dict() for k, v in s.summary().items()}}
