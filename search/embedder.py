@@ -24,6 +24,7 @@ from .allocator import keep_freed_memory
 from .builtin_model import BUILTIN_PREFIX, builtin_model_dir
 from .errors import ModelError, TextSearchUnsupported
 from .images import open_image
+from .model_folder import CONFIG_NAME, LOCAL_DIR_PREFIX
 
 if TYPE_CHECKING:
     import torch
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
     from .config import Settings
 
 log = logging.getLogger(__name__)
-LOCAL_DIR_PREFIX = "local-dir:"
 
 
 @dataclass(frozen=True)
@@ -180,9 +180,9 @@ class Embedder:
             return f"{LOCAL_DIR_PREFIX}{folder}", folder, False
         if model.startswith(LOCAL_DIR_PREFIX):
             folder = Path(model[len(LOCAL_DIR_PREFIX) :]).expanduser().resolve()
-            config = folder / "open_clip_config.json"
+            config = folder / CONFIG_NAME
             if not config.is_file():
-                raise ModelError(f"model folder {folder} has no open_clip_config.json")
+                raise ModelError(f"model folder {folder} has no {CONFIG_NAME}")
             try:
                 meta = json.loads(config.read_text()).get("vsearch", {})
             except json.JSONDecodeError as exc:

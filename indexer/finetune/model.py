@@ -17,8 +17,9 @@ from typing import Any
 import torch
 
 from search.builtin_model import BUILTIN_PREFIX, OPEN_CLIP_CONFIG, builtin_model_dir
-from search.embedder import LOCAL_DIR_PREFIX, Embedder
+from search.embedder import Embedder
 from search.errors import ModelError
+from search.model_folder import CONFIG_NAME, folder_of
 
 from .options import FinetuneOptions
 
@@ -34,12 +35,10 @@ def base_model_cfg(embedder: Embedder, cache_dir: str | Path) -> dict[str, Any]:
     name = embedder.info.name
     if name.startswith(BUILTIN_PREFIX):
         folder: Path | None = builtin_model_dir(cache_dir, name[len(BUILTIN_PREFIX) :])
-    elif name.startswith(LOCAL_DIR_PREFIX):
-        folder = Path(name[len(LOCAL_DIR_PREFIX) :]).expanduser()
     else:
-        folder = None
+        folder = folder_of(name)  # None for a bare open_clip name
     if folder is not None:
-        cfg = json.loads((folder / "open_clip_config.json").read_text())["model_cfg"]
+        cfg = json.loads((folder / CONFIG_NAME).read_text())["model_cfg"]
     else:
         cfg = open_clip.get_model_config(name)
     if not cfg or "timm_model_name" not in cfg.get("vision_cfg", {}):
