@@ -101,7 +101,7 @@ def cores() -> int:
 
 def setup_logging(*names: str) -> None:
     """The benchmark's own lines at INFO; pymilvus's per-RPC tracebacks off (as in the CLI)."""
-    from indexer.cli import configure_logging
+    from cli.main import configure_logging
 
     configure_logging(verbose=False, quiet=False)
     for name in names:

@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from indexer.evaluation import evaluate, plot_recall
-from indexer.finetune import FinetuneOptions, finetune
-from indexer.fmnist import CLASSES, balanced_sample, load_split, write_catalog
+from benchmarks.fmnist import CLASSES, balanced_sample, load_split, write_catalog
 from search.config import Settings
+from training.evaluation import evaluate, plot_recall
+from training.finetune import FinetuneOptions, finetune
 
 log = logging.getLogger("transfer_fmnist")
 
@@ -68,10 +68,10 @@ def paired_top1(
     ``fixed`` / ``broken``: queries the base got wrong and the model right, and the
     reverse; ``p``: two-sided exact sign test (McNemar) on those discordant queries.
     """
-    from indexer import metrics
-    from indexer.evaluation.features import extract, extractor_for
-    from indexer.evaluation.labels import holdout_mask, load_labelled
-    from indexer.evaluation.run import load_embedder
+    from training.evaluation import metrics
+    from training.evaluation.features import extract, extractor_for
+    from training.evaluation.labels import holdout_mask, load_labelled
+    from training.evaluation.run import load_embedder
 
     catalog = load_labelled(manifest, "category")
     labels = np.asarray(catalog.labels, dtype=object)

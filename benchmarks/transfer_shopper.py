@@ -119,7 +119,7 @@ def metrics(
 # -- running the CLI ---------------------------------------------------------------------
 def vsearch_cmd() -> list[str]:
     exe = Path(sys.executable).with_name("vsearch")
-    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "indexer.cli"]
+    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "cli.main"]
 
 
 def run_step(name: str, args: Sequence[str], env: dict[str, str], timeout: float) -> dict:
@@ -185,7 +185,7 @@ def default_lr(finetune_help: str) -> float | None:
     if m:
         return float(m.group(1))
     try:  # 0 in the options means "the objective's default": resolve it as finetune does
-        from indexer.finetune import FinetuneOptions
+        from training.finetune import FinetuneOptions
 
         return float(FinetuneOptions().resolved("instance").lr)
     except Exception:  # the trainer is being changed: fall back to None

@@ -1,7 +1,7 @@
 """Error hierarchy of the search engine.
 
 The library raises these; the CLI maps each family to one clear line and an exit code
-(see ``indexer.cli``), the UI to a message a shopper understands.
+(see ``cli.main``), the UI to a message a shopper understands.
 """
 
 from __future__ import annotations

@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 
 from indexer.pipeline import IndexOptions, run_index
-from indexer.versions import promote
 from search.config import Settings
 from search.embedder import ModelInfo
 from search.errors import (
@@ -35,6 +34,7 @@ from search.searcher import Searcher
 from search.store import MilvusStore
 from tests.helpers import photo, product_catalog, variant
 from tests.server_backend import BACKENDS, backend
+from training.versions import promote
 
 NAMES = ["chelsea", "coffee", "rocket", "astronaut"]
 # Slow on both backends: this module is about Lite/server parity. On Lite alone, the quick

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from indexer.cli import main
+from cli.main import main
 from indexer.pipeline import IndexOptions, run_index
 from indexer.shard import Shard, shard_of
 from search.errors import ConfigError

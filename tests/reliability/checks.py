@@ -95,7 +95,7 @@ def vsearch_here(
 ) -> tuple[int, str, str]:
     """Run ``vsearch ARGS`` in this process (where the subprocess itself is not under test):
     the same settings through the same variables; returns (exit code, stdout, stderr)."""
-    from indexer.cli import main
+    from cli.main import main
 
     for key, value in vsearch_env(settings).items():
         if key.startswith("VSEARCH_"):
@@ -113,7 +113,7 @@ def run_vsearch(
     if crash:
         cmd = [sys.executable, "-m", "tests.reliability.crash_entry", crash[0], str(crash[1]), "--"]
     else:
-        cmd = [sys.executable, "-m", "indexer.cli"]
+        cmd = [sys.executable, "-m", "cli.main"]
     return subprocess.run(
         [*cmd, *args],
         env=vsearch_env(settings),

@@ -119,7 +119,7 @@ def main(argv: list[str]) -> int:
     if sep != "--":
         raise SystemExit("usage: crash_entry POINT NTH -- VSEARCH-ARGS")
     plant(point, int(nth))
-    from indexer.cli import main as vsearch_main
+    from cli.main import main as vsearch_main
 
     return vsearch_main(rest)
 

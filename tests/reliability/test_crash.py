@@ -111,7 +111,7 @@ def test_killed_from_outside_while_embedding(catalogs, settings: Settings, tmp_p
     """SIGKILL sent by this test the moment the subprocess logs that embedding started."""
     s = _settings(settings, tmp_path)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "indexer.cli", "index", str(catalogs[0])],
+        [sys.executable, "-m", "cli.main", "index", str(catalogs[0])],
         env=vsearch_env(s),
         cwd=REPO,
         stderr=subprocess.PIPE,

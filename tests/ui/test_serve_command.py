@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 
-from indexer.cli import build_parser
-from indexer.commands.serve import options_from
+from cli.commands.serve import options_from
+from cli.main import build_parser
 from search import ConfigError
 
 

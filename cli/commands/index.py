@@ -1,0 +1,81 @@
+"""``vsearch index SOURCE``: embed a catalog into Milvus, incrementally."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..main import EXIT_OK, EXIT_PARTIAL, add_model_args, add_store_args, settings_from
+from .output import print_json, progress_reporter
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "index",
+        help="embed a catalog (folder, CSV or JSONL manifest) into Milvus; re-runs touch only changes",
+        description="Embed every image of a catalog and upsert it into Milvus. A re-run embeds "
+        "only new or changed images, deletes items that left the catalog and flushes.",
+    )
+    p.add_argument("source", help="a folder of images, or a .csv / .jsonl manifest")
+    p.add_argument("--id-column", help="manifest id column (default: id, sku or product_id)")
+    p.add_argument(
+        "--image-column",
+        help="manifest image column (default: image, image_path, path, image_url, url)",
+    )
+    p.add_argument(
+        "--new-version",
+        action="store_true",
+        help="with a different model, build a new collection version beside the live one",
+    )
+    p.add_argument(
+        "--force-delete", action="store_true", help="allow deleting most of the collection"
+    )
+    p.add_argument("--dry-run", action="store_true", help="report what would change; write nothing")
+    p.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="index only shard K of N (stable hash of the id); deletes only within it. "
+        "Run K=1..N on N machines to split one catalog",
+    )
+    p.add_argument(
+        "--allow-root",
+        action="append",
+        default=[],
+        help="extra folder manifest paths may point into (repeatable)",
+    )
+    p.add_argument("--batch-size", type=int, help="images per model batch (default: per device)")
+    p.add_argument("--workers", type=int, help="decode worker processes (default: per device)")
+    p.add_argument("--threads", type=int, help="torch threads (default: per device)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    add_store_args(p)
+    add_model_args(p)
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from indexer.pipeline import IndexOptions, run_index
+    from indexer.shard import Shard
+
+    extra = {"allowed_roots": tuple(args.allow_root)} if args.allow_root else {}
+    settings = settings_from(args, **extra)
+    options = IndexOptions(
+        id_column=args.id_column,
+        image_column=args.image_column,
+        new_version=args.new_version,
+        force_delete=args.force_delete,
+        dry_run=args.dry_run,
+        shard=Shard.parse(args.shard) if args.shard else None,
+    )
+    progress, close = progress_reporter(not args.quiet, "indexing")
+    try:
+        report = run_index(args.source, settings, options, progress=progress)
+    finally:
+        close()
+    if args.json:
+        print_json(report.to_dict())
+    else:
+        print(report.summary())
+        for f in report.row_errors + report.failed:
+            print(f"  failed: {f.id}: {f.reason}")
+        if not report.live and not report.dry_run:
+            print(f"  {report.collection} is not live yet: vsearch promote {report.collection}")
+    return EXIT_OK if report.ok else EXIT_PARTIAL

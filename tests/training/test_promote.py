@@ -1,0 +1,128 @@
+"""Model versions and the blue-green switch against Milvus Lite, end to end.
+
+Index with model A (live), build a second version with model B (``--new-version``),
+promote B while searches run in a loop (no errors, answers move from A to B without a
+restart), list versions, drop the old one; refusals for incomplete or worse versions.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from cli.main import main
+from indexer.pipeline import IndexOptions, run_index
+from search.builtin_model import builtin_model_dir
+from search.embedder import Embedder
+from search.errors import SafetyRefusal
+from search.searcher import Searcher
+from search.store import MilvusStore
+from tests.helpers import photo, product_catalog, variant
+from training.versions import drop_collection, promote
+
+
+@pytest.fixture
+def two_versions(tmp_path: Path, settings, embedder):
+    """Catalog indexed with the built-in model (live) and with a copy of it (not live)."""
+    manifest = product_catalog(tmp_path / "cat", per_product=2)
+    model_b_dir = tmp_path / "model-b"
+    shutil.copytree(builtin_model_dir(settings.cache_dir), model_b_dir)
+    model_b = Embedder(f"local-dir:{model_b_dir}", device="cpu", cache_dir=settings.cache_dir)
+    store = MilvusStore(settings)
+    a = run_index(manifest, settings, embedder=embedder, store=store)
+    b = run_index(
+        manifest,
+        settings.replace(model=model_b.info.name),
+        IndexOptions(new_version=True),
+        embedder=model_b,
+        store=store,
+    )
+    assert a.live and not b.live and a.collection != b.collection
+    return store, manifest, a.collection, b.collection, model_b_dir
+
+
+def test_promote_switches_live_searches_without_errors(two_versions, settings) -> None:
+    store, manifest, old, new, _ = two_versions
+    searcher = Searcher(settings.replace(alias_ttl=0.0), store=store)
+    query = variant(photo("coffee"), 1)
+    assert searcher.info().name == old
+    seen: list[str] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                hits = searcher.similar(query, limit=3)
+                assert hits and hits[0].id.startswith("coffee")
+                more = searcher.similar_by_id("rocket-0", limit=2)
+                assert more[0].id == "rocket-1"
+                seen.append(searcher.info().name)
+            except BaseException as exc:  # noqa: BLE001 - the test counts every failure
+                errors.append(exc)
+
+    worker = threading.Thread(target=loop)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 60
+        while len(seen) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        result = promote(store, settings.collection, new)
+        n = len(seen)
+        while len(seen) < n + 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        worker.join()
+    assert errors == []
+    assert (result.previous, result.current, result.count) == (old, new, 8)
+    assert seen[0] == old and seen[-1] == new  # answered by both, no restart
+    assert store.resolve(settings.collection) == new
+    assert store.exists(old)  # the old version stays until dropped
+
+
+def test_collections_list_and_drop(two_versions, settings, capsys) -> None:
+    store, _, old, new, model_b_dir = two_versions
+    promote(store, settings.collection, new)
+    store.close()  # the CLI opens the Lite database itself
+    env = ["--uri", settings.uri]
+    assert main(["collections", "--json", *env]) == 0
+    listed = {c["name"]: c for c in json.loads(capsys.readouterr().out)}
+    assert set(listed) == {old, new}
+    assert listed[new]["aliases"] == [settings.collection] and listed[old]["aliases"] == []
+    assert listed[new]["count"] == listed[old]["count"] == 8
+    assert listed[new]["model"]["name"] == f"local-dir:{model_b_dir.resolve()}"
+    assert listed[old]["model"]["dim"] == 1280
+    assert main(["collections", *env]) == 0
+    table = capsys.readouterr().out
+    live_line = next(line for line in table.splitlines() if line.startswith("LIVE"))
+    assert new in live_line and "1280" in live_line
+    assert main(["collections", "drop", new, *env]) == 5  # the live one is refused
+    assert main(["collections", "drop", old, *env]) == 0
+    assert main(["collections", "--json", *env]) == 0
+    out = capsys.readouterr().out
+    assert [c["name"] for c in json.loads(out[out.index("[") :])] == [new]
+
+
+def test_promote_refuses_incomplete_or_worse_versions(two_versions, settings) -> None:
+    store, _, old, new, model_b_dir = two_versions
+    store.delete(new, ["coffee-0"])
+    store.flush(new)
+    with pytest.raises(SafetyRefusal, match="lacks 1 items"):
+        promote(store, settings.collection, new)
+    assert store.resolve(settings.collection) == old
+    # a fine-tuned folder that scored worse than its base is never promoted by default
+    config = model_b_dir / "open_clip_config.json"
+    data = json.loads(config.read_text())
+    data["vsearch"].update({"strategy": "head", "improved": False})
+    config.write_text(json.dumps(data))
+    with pytest.raises(SafetyRefusal, match="not score better"):
+        promote(store, settings.collection, new, force=False, allow_worse=False)
+    assert promote(store, settings.collection, new, force=True, allow_worse=True).current == new
+    with pytest.raises(SafetyRefusal):
+        drop_collection(store, settings.collection, new)
