@@ -21,14 +21,17 @@ code  meaning
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import logging
 import os
 import sys
 from collections.abc import Sequence
 
-from search.config import Settings
+from search.config import ENV_PREFIX, Settings
 from search.errors import VSearchError
+
+from .flags import add_flags
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_LOCKED, EXIT_STORE, EXIT_REFUSED = 0, 1, 2, 3, 4, 5
 COMMAND_MODULES = (
@@ -41,47 +44,47 @@ COMMAND_MODULES = (
     "finetune",
     "milvus_server",
 )
+CLI_SECTIONS = ("store", "model", "indexing")  # settings sections offered as flags
 log = logging.getLogger("vsearch")
+
+
+def settings_flags(section: str) -> tuple[str, ...]:
+    """The settings a section offers as flags (declared in search/config.py)."""
+    return tuple(
+        f.name
+        for f in dataclasses.fields(Settings)
+        if f.metadata.get("section") == section and f.metadata.get("flag", True)
+    )
+
+
+def add_settings_args(
+    p: argparse.ArgumentParser, section: str, *, skip: tuple[str, ...] = ()
+) -> None:
+    """Flags for one section of the settings; a flag given beats its VSEARCH_ variable."""
+    add_flags(
+        p.add_argument_group(section),
+        Settings,
+        only=tuple(n for n in settings_flags(section) if n not in skip),
+        unset=True,
+        env_prefix=ENV_PREFIX,
+    )
 
 
 def add_store_args(p: argparse.ArgumentParser) -> None:
     """Flags every command that talks to Milvus shares (env: VSEARCH_URI, ...)."""
-    g = p.add_argument_group("store")
-    g.add_argument(
-        "--uri", help="Milvus Lite path or server URI (env VSEARCH_URI; default ./data/vsearch.db)"
-    )
-    g.add_argument("--token", help="Milvus token, user:password (env VSEARCH_TOKEN)")
-    g.add_argument(
-        "--collection", help="collection alias (env VSEARCH_COLLECTION; default catalog)"
-    )
+    add_settings_args(p, "store")
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("model")
-    g.add_argument(
-        "--model",
-        help="open_clip name, local-dir:PATH or builtin:efficientnet-lite0 (env VSEARCH_MODEL)",
-    )
-    g.add_argument(
-        "--pretrained",
-        help="open_clip pretrained tag, e.g. laion2b_s34b_b79k (env VSEARCH_PRETRAINED)",
-    )
-    g.add_argument("--device", help="auto, cpu, cuda, cuda:1 (env VSEARCH_DEVICE)")
+    add_settings_args(p, "model")
 
 
-def settings_from(args: argparse.Namespace, **extra: object) -> Settings:
-    """Environment first, then flags that were given."""
-    names = (
-        "uri",
-        "token",
-        "collection",
-        "model",
-        "pretrained",
-        "device",
-        "batch_size",
-        "workers",
-        "threads",
-    )
+def settings_from(
+    args: argparse.Namespace, *, skip: tuple[str, ...] = (), **extra: object
+) -> Settings:
+    """Environment first, then the settings flags that were given (``skip``: flags of the
+    same name that mean something else in this command)."""
+    names = [n for section in CLI_SECTIONS for n in settings_flags(section) if n not in skip]
     flags = {n: getattr(args, n, None) for n in names}
     return Settings.from_env(**flags, **extra)
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
+from .options import check_choices, convert, described_fields, option
 
 DEFAULT_MODEL = "builtin:efficientnet-lite0"
 ENV_PREFIX = "VSEARCH_"
@@ -36,51 +37,75 @@ class Settings:
         model folder, or the built-in offline default ``builtin:efficientnet-lite0``.
     """
 
-    uri: str = "./data/vsearch.db"
-    token: str = ""
-    collection: str = "catalog"
-    model: str = DEFAULT_MODEL
-    pretrained: str = ""
-    device: str = "auto"
-    precision: str = "auto"
-    cache_dir: str = field(default_factory=_default_cache_dir)
-    batch_size: int = 0  # 0: chosen per device (see indexer.tuning)
-    workers: int = -1  # -1: chosen per device
-    threads: int = 0  # torch intra-op threads; 0: chosen per device
-    upsert_bytes: int = 8 * 1024 * 1024  # well under Milvus's 64 MB request limit
-    max_image_pixels: int = 64_000_000
-    max_delete_fraction: float = 0.5
-    numeric_columns: tuple[str, ...] = ("price",)
-    index_type: str = "HNSW"
-    metric: str = "COSINE"
-    hnsw_m: int = 16
-    hnsw_ef_construction: int = 200
-    search_ef: int = 256  # recall@10 0.97 at 100k items (docs/benchmarks.md); 128 gave 0.87
-    lock_dir: str = ""
-    allowed_roots: tuple[str, ...] = ()
-    min_score: float = 0.0
-    alias_ttl: float = 2.0  # seconds a searcher trusts its alias resolution
+    # store
+    uri: str = option(
+        "./data/vsearch.db",
+        "Milvus Lite path or server URI (default ./data/vsearch.db)",
+        section="store",
+    )
+    token: str = option("", "Milvus token, user:password", section="store")
+    collection: str = option("catalog", "collection alias (default catalog)", section="store")
+    # model
+    model: str = option(
+        DEFAULT_MODEL,
+        "open_clip name, local-dir:PATH or builtin:efficientnet-lite0",
+        section="model",
+    )
+    pretrained: str = option(
+        "", "open_clip pretrained tag, e.g. laion2b_s34b_b79k", section="model"
+    )
+    device: str = option("auto", "auto, cpu, cuda, cuda:1", section="model")
+    precision: str = option("auto", "auto, fp32, fp16, bf16 (CUDA autocast)", flag=False)
+    cache_dir: str = option(
+        help="model and download cache (default $XDG_CACHE_HOME/vsearch)",
+        factory=_default_cache_dir,
+        flag=False,
+    )
+    # indexing
+    batch_size: int = option(
+        0, "images per model batch (default: per device)", section="indexing"
+    )  # 0: chosen per device (see indexer.tuning)
+    workers: int = option(-1, "decode worker processes (default: per device)", section="indexing")
+    threads: int = option(0, "torch threads (default: per device)", section="indexing")
+    upsert_bytes: int = option(
+        8 * 1024 * 1024, "bytes per upsert request", flag=False
+    )  # well under Milvus's 64 MB request limit
+    max_image_pixels: int = option(64_000_000, "largest image accepted, in pixels", flag=False)
+    max_delete_fraction: float = option(
+        0.5, "refuse a sync that would delete more than this share", flag=False
+    )
+    numeric_columns: tuple[str, ...] = option(
+        ("price",), "manifest columns stored as numbers", flag=False
+    )
+    index_type: str = option("HNSW", "Milvus index type", flag=False)
+    metric: str = option("COSINE", "Milvus metric", flag=False)
+    hnsw_m: int = option(16, "HNSW M", flag=False)
+    hnsw_ef_construction: int = option(200, "HNSW efConstruction", flag=False)
+    # recall@10 0.97 at 100k items (docs/benchmarks.md); 128 gave 0.87
+    search_ef: int = option(256, "HNSW ef at search time", flag=False)
+    lock_dir: str = option("", "where index locks live (default next to the store)", flag=False)
+    allowed_roots: tuple[str, ...] = option(
+        (), "folders an API query may read images from", flag=False
+    )
+    min_score: float = option(0.0, "default similarity floor", flag=False)
+    alias_ttl: float = option(2.0, "seconds a searcher trusts its alias resolution", flag=False)
     # Strong: a search sees every row written before it (a query right after `vsearch index`
     # finds the new items). Bounded: up to the server's grace time (5 s) stale, and on a
     # Milvus server ~400 ms faster per query (docs/benchmarks.md). Lite ignores it.
-    search_consistency: str = "Strong"
-    retries: int = 3
-    retry_backoff: float = 0.5
+    search_consistency: str = option(
+        "Strong", "Milvus consistency level of searches", choices=CONSISTENCY_LEVELS, flag=False
+    )
+    retries: int = option(3, "attempts of a failed store call", flag=False)
+    retry_backoff: float = option(0.5, "seconds before the first retry", flag=False)
     # photo queries: "nine" searches the whole photo and nine crops, "five" five crops, and
     # each item keeps its best score (search.query_crops: +0.21 / +0.15 recall@1 on
     # phone-style photos); "none" searches the whole photo only
-    query_crops: str = "nine"
+    query_crops: str = option(
+        "nine", "crops searched per photo query", choices=QUERY_CROPS, flag=False
+    )
 
     def __post_init__(self) -> None:
-        if self.query_crops not in QUERY_CROPS:
-            raise ConfigError(
-                f"query_crops must be one of {', '.join(QUERY_CROPS)}, not {self.query_crops!r}"
-            )
-        if self.search_consistency not in CONSISTENCY_LEVELS:
-            raise ConfigError(
-                f"search_consistency must be one of {', '.join(CONSISTENCY_LEVELS)}, "
-                f"not {self.search_consistency!r}"
-            )
+        check_choices(self)
 
     def replace(self, **changes: object) -> Settings:
         """Return a copy with ``changes`` applied (unknown names raise ConfigError)."""
@@ -103,26 +128,12 @@ class Settings:
         """
         env = os.environ if env is None else env
         values: dict[str, object] = {}
-        for f in dataclasses.fields(cls):
+        for f, hint in described_fields(cls):
             raw = env.get(ENV_PREFIX + f.name.upper())
             if raw is not None and raw != "":
-                values[f.name] = _coerce(f.name, raw, cls.__dataclass_fields__[f.name].type)
+                values[f.name] = convert(ENV_PREFIX + f.name.upper(), raw, hint)
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
             return cls(**values)  # type: ignore[arg-type]
         except TypeError as exc:
             raise ConfigError(str(exc)) from exc
-
-
-def _coerce(name: str, raw: str, type_name: object) -> object:
-    type_str = str(type_name)
-    try:
-        if type_str == "int":
-            return int(raw)
-        if type_str == "float":
-            return float(raw)
-        if type_str.startswith("tuple"):
-            return tuple(part.strip() for part in raw.split(",") if part.strip())
-    except ValueError as exc:
-        raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {type_str}") from exc
-    return raw

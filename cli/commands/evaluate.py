@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..main import EXIT_OK, add_store_args, settings_from
+from ..main import EXIT_OK, add_settings_args, add_store_args, settings_from
 from .output import print_json, progress_reporter
 
 if TYPE_CHECKING:
@@ -58,9 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ann-k", type=int, default=10, help="k for --index recall")
     p.add_argument("--out", default="eval-results", help="folder for report.json and recall.png")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
-    p.add_argument("--batch-size", type=int, help="images per model batch")
-    p.add_argument("--workers", type=int, help="decode worker processes")
-    p.add_argument("--threads", type=int, help="torch threads")
+    add_settings_args(p, "indexing")
     add_store_args(p)
     g = p.add_argument_group("model")
     g.add_argument(

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from ..main import EXIT_OK, EXIT_PARTIAL, add_model_args, add_store_args, settings_from
+from ..main import (
+    EXIT_OK,
+    EXIT_PARTIAL,
+    add_model_args,
+    add_settings_args,
+    add_store_args,
+    settings_from,
+)
 from .output import print_json, progress_reporter
 
 
@@ -42,9 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=[],
         help="extra folder manifest paths may point into (repeatable)",
     )
-    p.add_argument("--batch-size", type=int, help="images per model batch (default: per device)")
-    p.add_argument("--workers", type=int, help="decode worker processes (default: per device)")
-    p.add_argument("--threads", type=int, help="torch threads (default: per device)")
+    add_settings_args(p, "indexing")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     add_store_args(p)
     add_model_args(p)

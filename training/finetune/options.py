@@ -1,4 +1,8 @@
-"""Fine-tuning options: one frozen dataclass, with per-strategy defaults."""
+"""Fine-tuning options: one frozen dataclass, with per-strategy defaults.
+
+Each field is declared once with its help text; ``vsearch finetune`` derives its flags from
+these fields (``cli/flags.py``), so a new option is one edit here.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from search.errors import ConfigError
+from search.options import option
 
 STRATEGIES = ("head", "partial", "full")
 OBJECTIVES = ("auto", "instance", "label")
@@ -52,39 +57,76 @@ class FinetuneOptions:
         held-out query or validation photo leaks into training.
     """
 
-    objective: str = "auto"
-    strategy: str = ""  # "": partial for instance, head for label
-    label_column: str | None = None
-    id_column: str | None = None
-    image_column: str | None = None
-    epochs: int = 0  # 0: the strategy's default
-    lr: float = 0.0  # 0: the strategy's default (the new head's rate)
-    batch_size: int = 0  # 0: the strategy's default
-    patience: int = 0  # 0: the strategy's default (epochs without a better val recall@1)
-    backbone_lr_scale: float = 0.1
-    layer_decay: float = 0.8
-    unfreeze: int = 0  # 0: the objective's default (instance 1 stage, label 4 groups)
-    dim: int = 256
-    head: str = "linear"
-    loss: str = "supcon"
-    temperature: float = 0.1
-    margin: float = 0.2
-    ce_weight: float = 0.0
-    per_label: int = 4
-    weight_decay: float = 1e-4
-    holdout: float = 0.2
-    val_fraction: float = 0.2
-    max_items: int = 0  # 0: every training item; else a seeded sample (CPU-sized runs)
-    extra_train: str | None = None
-    augment: bool = True
-    views: int = 12
-    eval_views: int = 4
-    backgrounds: str | None = None
-    distill: float = 1.0
-    category_weight: float = 0.0
-    refit: bool = True
-    cache_mb: int = 2048
-    seed: int = 0
+    objective: str = option(
+        "auto",
+        "instance: a product's shopper photos match it (works with one photo per product); "
+        "label: items sharing --label-column match; auto: label when a label column is given "
+        "or a product column groups photos, else instance",
+        choices=OBJECTIVES,
+    )
+    strategy: str = option(
+        "",
+        "head (frozen backbone), partial (the last layers too; default for instance), "
+        "full (label objective only)",
+        choices=STRATEGIES,
+    )
+    label_column: str | None = option(
+        None,
+        "label objective: the column of items that match (e.g. product); instance: optional "
+        "product groups (several photos of one product); 'id' = every item its own",
+    )
+    id_column: str | None = option(None, "manifest id column")
+    image_column: str | None = option(None, "manifest image column")
+    epochs: int = option(0, "maximum epochs (0: per objective and strategy)")
+    lr: float = option(
+        0.0,
+        "learning rate of the head (0: per objective and strategy; instance partial 3e-4, "
+        "instance head 1e-3, label head 2e-3, label partial 1e-3, label full 5e-4)",
+    )
+    batch_size: int = option(0, "training batch (0: per objective and strategy)")
+    patience: int = option(0, "early stopping patience in epochs (0: per strategy)")
+    backbone_lr_scale: float = option(0.1, "backbone rate = lr x this (top layer)")
+    layer_decay: float = option(0.8, "rate factor per layer group going down")
+    unfreeze: int = option(
+        0,
+        "partial: backbone stages (instance, default 1) or layer groups (label, default 4) "
+        "to train (0: the default)",
+    )
+    dim: int = option(256, "label: size of the new head (instance keeps the width)")
+    head: str = option("linear", "label: the projection head", choices=HEADS)
+    loss: str = option("supcon", "label: the metric loss", choices=LOSSES)
+    temperature: float = option(0.1, "supcon temperature")
+    margin: float = option(0.2, "triplet margin")
+    ce_weight: float = option(0.0, "add N x label cross-entropy (0: off)")
+    per_label: int = option(4, "label: items per label in each batch")
+    weight_decay: float = option(1e-4, "AdamW weight decay")
+    holdout: float = option(0.2, "eval's held-out query fraction (never trained on)")
+    val_fraction: float = option(0.2, "validation fraction of the rest")
+    max_items: int = option(0, "train on a seeded sample of N items (0: all)")
+    extra_train: str | None = option(
+        None,
+        "a second labelled catalog used for training only (more labelled photos)",
+        metavar="SOURCE",
+    )
+    augment: bool = option(True, "label partial/full: augment the training photos")
+    views: int = option(12, "instance: shopper views per item")
+    eval_views: int = option(4, "instance: judging views per item")
+    backgrounds: str | None = option(
+        None,
+        "instance: your own background photos for the shopper views (default: bundled real photos)",
+        metavar="DIR",
+    )
+    distill: float = option(1.0, "instance: pull towards the base's vectors")
+    category_weight: float = option(
+        0.0, "instance: weight of a same-category term (a weak signal; 0 = off)"
+    )
+    refit: bool = option(
+        True,
+        "instance: after the verdict, train again on every item (the exported model); "
+        "--no-refit exports the model trained without the held-out items",
+    )
+    cache_mb: int = option(2048, "instance: memory for cached views (MB)")
+    seed: int = option(0, "seed of the split, the views and the training")
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:

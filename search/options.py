@@ -1,0 +1,95 @@
+"""Options declared once: a dataclass field carries its default, type, choices and help.
+
+The CLI derives its flags from these fields (``cli/flags.py``) and :class:`search.config.Settings`
+its ``VSEARCH_*`` variables, so adding an option is one edit: a field in its dataclass.
+
+    @dataclass(frozen=True)
+    class IndexOptions:
+        batch_size: int = option(0, "images per forward pass (0: chosen per device)")
+
+Field types are converted for real from their annotations (``int``, ``float``, ``bool``,
+``str``, ``X | None``, ``tuple[str, ...]``) by :func:`convert`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable
+from typing import Any
+
+from .errors import ConfigError
+
+TRUE = {"1", "true", "yes", "on"}
+FALSE = {"0", "false", "no", "off"}
+
+
+def option(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    choices: tuple[str, ...] | None = None,
+    factory: Callable[[], Any] | None = None,
+    flag: bool = True,
+    section: str = "",
+    metavar: str | None = None,
+) -> Any:
+    """A dataclass field with its help text (``flag=False``: not offered on the CLI)."""
+    meta = {
+        "help": help,
+        "choices": choices,
+        "flag": flag,
+        "section": section,
+        "metavar": metavar,
+    }
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def described_fields(cls: type) -> list[tuple[dataclasses.Field, type]]:
+    """The fields of ``cls`` with their resolved types, in declaration order."""
+    hints = typing.get_type_hints(cls)
+    return [(f, hints[f.name]) for f in dataclasses.fields(cls)]
+
+
+def base_type(hint: Any) -> tuple[Any, bool]:
+    """``(type, optional)``: ``int | None`` -> ``(int, True)``; ``tuple[str, ...]`` kept."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return (rest[0] if len(rest) == 1 else str), True
+    return hint, False
+
+
+def convert(name: str, raw: str, hint: Any) -> Any:
+    """Text (an environment variable, a flag) -> the field's type, or ConfigError."""
+    kind, optional = base_type(hint)
+    if optional and raw.strip().lower() in ("", "none"):
+        return None
+    try:
+        if kind is bool:
+            low = raw.strip().lower()
+            if low in TRUE | FALSE:
+                return low in TRUE
+            raise ValueError(raw)
+        if kind is int:
+            return int(raw)
+        if kind is float:
+            return float(raw)
+        if typing.get_origin(kind) is tuple:
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+    except ValueError as exc:
+        name_of = getattr(kind, "__name__", str(kind))
+        raise ConfigError(f"{name}={raw!r} is not a valid {name_of}") from exc
+    return raw
+
+
+def check_choices(obj: Any) -> None:
+    """Raise ConfigError when a field with ``choices`` holds another value."""
+    for f in dataclasses.fields(obj):
+        choices = f.metadata.get("choices")
+        value = getattr(obj, f.name)
+        if choices and value not in choices and not (value in ("", None) and "" not in choices):
+            raise ConfigError(f"{f.name} must be one of {', '.join(choices)}, not {value!r}")
