@@ -57,7 +57,9 @@ def add_flags(
             )
             continue
         kwargs: dict[str, Any] = {"dest": f.name, "help": help_text}
-        if typing.get_origin(kind) is tuple:
+        if meta.get("parse"):
+            pass  # text; build() parses it, so a bad value is a ConfigError (exit code 2)
+        elif typing.get_origin(kind) is tuple:
             kwargs["nargs"] = "+"
         elif kind in (int, float):
             kwargs["type"] = kind
@@ -74,8 +76,12 @@ def given(cls: type, args: argparse.Namespace) -> dict[str, Any]:
     values = {}
     for f in dataclasses.fields(cls):
         value = getattr(args, f.name, None)
-        if value is not None:
-            values[f.name] = tuple(value) if isinstance(value, list) else value
+        if value is None:
+            continue
+        parse = f.metadata.get("parse")
+        if parse is not None and isinstance(value, str):
+            value = parse(value)
+        values[f.name] = tuple(value) if isinstance(value, list) else value
     return values
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from search.config import Settings
 from search.embedder import Embedder, ModelInfo
 from search.errors import ProvenanceMismatch, SafetyRefusal, StoreError
+from search.options import option
 from search.store import MilvusStore
 
 from .catalog import Catalog, load_catalog
@@ -39,13 +40,25 @@ Progress = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class IndexOptions:
-    id_column: str | None = None
-    image_column: str | None = None
-    new_version: bool = False
-    force_delete: bool = False
-    dry_run: bool = False
+    """How one run treats the catalog; ``vsearch index`` offers each field as a flag."""
+
+    id_column: str | None = option(None, "manifest id column (default: id, sku or product_id)")
+    image_column: str | None = option(
+        None, "manifest image column (default: image, image_path, path, image_url, url)"
+    )
+    new_version: bool = option(
+        False, "with a different model, build a new collection version beside the live one"
+    )
+    force_delete: bool = option(False, "allow deleting most of the collection")
+    dry_run: bool = option(False, "report what would change; write nothing")
+    shard: Shard | None = option(
+        None,
+        "index only shard K of N (stable hash of the id); deletes only within it. Run "
+        "K=1..N on N machines to split one catalog",
+        metavar="K/N",
+        parse=Shard.parse,
+    )
     tuning: Tuning | None = None  # explicit pipeline tuning (benchmarks); None: per device
-    shard: Shard | None = None  # index (and delete) only the items of this shard
 
 
 def target_collection(

@@ -34,10 +34,16 @@ def option(
     flag: bool = True,
     section: str = "",
     metavar: str | None = None,
+    parse: Callable[[str], Any] | None = None,
 ) -> Any:
-    """A dataclass field with its help text (``flag=False``: not offered on the CLI)."""
+    """A dataclass field with its help text (``flag=False``: not offered on the CLI).
+
+    ``parse`` turns a flag's text into the field's value (e.g. ``Shard.parse`` for "2/4");
+    it may raise ConfigError.
+    """
     meta = {
         "help": help,
+        "parse": parse,
         "choices": choices,
         "flag": flag,
         "section": section,

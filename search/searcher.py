@@ -79,7 +79,8 @@ class Searcher:
         )
 
     def embedder_for(self, model: ModelInfo) -> Embedder:
-        """The embedder of ``model``, loaded once (a pinned one must match it)."""
+        """The embedder of ``model``, loaded once and kept while it is live (a pinned one
+        must match it)."""
         if self._pinned is not None:
             if self._pinned.info.key != model.key:
                 raise ProvenanceMismatch(
@@ -104,7 +105,9 @@ class Searcher:
                         f"collection needs {model.describe()} but loading it gave "
                         f"{emb.info.describe()} (weights changed on disk?)"
                     )
-                self._embedders[model.key] = emb
+                # Only the live model's embedder is kept: after a promotion the old model's
+                # weights are released (a query still running on it keeps its reference).
+                self._embedders = {model.key: emb}
             return emb
 
     def has_text(self) -> bool:

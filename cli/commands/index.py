@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..flags import add_flags, build
 from ..main import (
     EXIT_OK,
     EXIT_PARTIAL,
@@ -23,26 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "only new or changed images, deletes items that left the catalog and flushes.",
     )
     p.add_argument("source", help="a folder of images, or a .csv / .jsonl manifest")
-    p.add_argument("--id-column", help="manifest id column (default: id, sku or product_id)")
-    p.add_argument(
-        "--image-column",
-        help="manifest image column (default: image, image_path, path, image_url, url)",
-    )
-    p.add_argument(
-        "--new-version",
-        action="store_true",
-        help="with a different model, build a new collection version beside the live one",
-    )
-    p.add_argument(
-        "--force-delete", action="store_true", help="allow deleting most of the collection"
-    )
-    p.add_argument("--dry-run", action="store_true", help="report what would change; write nothing")
-    p.add_argument(
-        "--shard",
-        metavar="K/N",
-        help="index only shard K of N (stable hash of the id); deletes only within it. "
-        "Run K=1..N on N machines to split one catalog",
-    )
+    add_flags(p.add_argument_group("run"), _options_class())
     p.add_argument(
         "--allow-root",
         action="append",
@@ -56,20 +38,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
+def _options_class() -> type:
+    from indexer.pipeline import IndexOptions
+
+    return IndexOptions
+
+
 def run(args: argparse.Namespace) -> int:
-    from indexer.pipeline import IndexOptions, run_index
-    from indexer.shard import Shard
+    from indexer.pipeline import run_index
 
     extra = {"allowed_roots": tuple(args.allow_root)} if args.allow_root else {}
     settings = settings_from(args, **extra)
-    options = IndexOptions(
-        id_column=args.id_column,
-        image_column=args.image_column,
-        new_version=args.new_version,
-        force_delete=args.force_delete,
-        dry_run=args.dry_run,
-        shard=Shard.parse(args.shard) if args.shard else None,
-    )
+    options = build(_options_class(), args)
     progress, close = progress_reporter(not args.quiet, "indexing")
     try:
         report = run_index(args.source, settings, options, progress=progress)
