@@ -157,7 +157,7 @@ def run_index(
             _make_live_if_first(store, settings.collection, physical, report)
         report.count = store.count(physical) if exists else 0
     report.seconds = time.perf_counter() - started
-    log.info("%s", report.summary())
+    log.debug("%s", report.summary())  # the CLI prints it (once)
     return report
 
 
