@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,23 @@ log = logging.getLogger(__name__)
 MAX_LIMIT = 1000
 MAX_OFFSET = 10_000
 ImageInput = Image.Image | bytes | str | Path
+GroupBy = str | Sequence[str] | None
+# Grouping happens here, over an over-fetched candidate list: Milvus's own group_by_field
+# needs a scalar schema field, and the product key lives in the JSON metadata (Milvus Lite
+# answers "group_by_field 'metadata[\"product\"]' not found in schema"). Each page asks
+# for GROUP_OVERFETCH x (offset + limit) photos, at most MAX_GROUP_FETCH.
+GROUP_OVERFETCH = 4
+MAX_GROUP_FETCH = 400
+
+
+@dataclass(frozen=True)
+class ProductMatch(Match):
+    """One product of a grouped search: its best photo (id, score, image, metadata), the
+    group key, how many of its photos matched, and their ids (best first)."""
+
+    group: str = ""
+    photos: int = 1
+    ids: tuple[str, ...] = ()
 
 
 class Searcher:
@@ -123,22 +141,26 @@ class Searcher:
         offset: int = 0,
         filters: Mapping[str, Any] | None = None,
         min_score: float | None = None,
+        group_by: GroupBy = None,
     ) -> list[Match]:
         """Catalog items most similar to a photo (PIL image, bytes or path).
 
         With ``settings.query_crops`` "nine" (or "five") the photo is searched whole and as
         crops; each item scores its best match over them (see :mod:`search.query_crops`).
+        group_by: a metadata key (or keys, the first present wins) such as ``product``:
+        one :class:`ProductMatch` per product instead of one hit per photo.
         """
         physical, model = self._live()
         embedder = self.embedder_for(model)
+        kw = {"group_by": group_by}
         if self.settings.query_crops == "none":
             vector = embedder.embed_images([image])
-            return self._search(physical, vector[0], limit, offset, filters, min_score)
+            return self._search(physical, vector[0], limit, offset, filters, min_score, **kw)
         smallest = min(side for side, _, _ in SCHEMES[self.settings.query_crops])
         draft = int(embedder.info.image_size / smallest) + 1  # the smallest crop keeps detail
         img = open_image(image, max_pixels=self.settings.max_image_pixels, draft_size=draft)
         vectors = embedder.embed_images(crops(img, self.settings.query_crops))
-        return self._search(physical, vectors, limit, offset, filters, min_score)
+        return self._search(physical, vectors, limit, offset, filters, min_score, **kw)
 
     def similar_by_id(
         self,
@@ -148,16 +170,25 @@ class Searcher:
         offset: int = 0,
         filters: Mapping[str, Any] | None = None,
         min_score: float | None = None,
+        group_by: GroupBy = None,
     ) -> list[Match]:
-        """ "More like this": neighbours of a catalog item, without re-embedding it."""
+        """ "More like this": neighbours of a catalog item, without re-embedding it.
+
+        Grouped, the item's own product (its other photos) is left out too.
+        """
         physical, _ = self._live()
         rows = self.store.get(physical, [item_id], vectors=True)
         if not rows:
             raise ItemNotFound(f"no item with id {item_id!r} in {self.settings.collection!r}")
         vector = np.asarray(rows[0]["vector"], np.float32)
         exclude = f"(id != {quote(item_id)})"
-        hits = self._search(physical, vector, limit, offset, filters, min_score, extra=exclude)
-        return hits
+        own = None
+        if group_by:
+            own = group_key(Match(item_id, 1.0, "", rows[0].get("metadata") or {}), group_by)
+        return self._search(
+            physical, vector, limit, offset, filters, min_score, extra=exclude,
+            group_by=group_by, skip_group=own,
+        )  # fmt: skip
 
     def similar_text(
         self,
@@ -167,13 +198,16 @@ class Searcher:
         offset: int = 0,
         filters: Mapping[str, Any] | None = None,
         min_score: float | None = None,
+        group_by: GroupBy = None,
     ) -> list[Match]:
         """Items matching a text description (models with a real text tower only)."""
         if not isinstance(text, str) or not text.strip():
             raise ConfigError("text query is empty")
         physical, model = self._live()
         vector = self.embedder_for(model).embed_texts([text.strip()])
-        return self._search(physical, vector[0], limit, offset, filters, min_score)
+        return self._search(
+            physical, vector[0], limit, offset, filters, min_score, group_by=group_by
+        )
 
     def get(self, item_id: str) -> Match:
         """One catalog item (score 1.0) by id."""
@@ -193,12 +227,24 @@ class Searcher:
         filters: Mapping[str, Any] | None,
         min_score: float | None,
         extra: str = "",
+        group_by: GroupBy = None,
+        skip_group: str | None = None,
     ) -> list[Match]:
         """Search one vector, or several views of one query (rows, fused by best score)."""
         _check_paging(limit, offset)
         expr = compile_filters(filters)
         if extra:
             expr = f"{expr} and {extra}" if expr else extra
+        floor = self.settings.min_score if min_score is None else min_score
+        if group_by:
+            want = offset + limit
+            fetch = min(max(MAX_GROUP_FETCH, want), want * GROUP_OVERFETCH)
+            hits = self.store.search(physical, np.atleast_2d(vector), limit=fetch, filter=expr)
+            fused = [h for _, _, h in fuse([[(h.id, h.score, h) for h in v] for v in hits])]
+            kept = [h for h in fused if h.score >= floor] if floor else fused
+            groups = group_matches(kept, group_by)  # type: ignore[arg-type]
+            groups = [g for g in groups if g.group != skip_group]
+            return groups[offset : offset + limit]  # type: ignore[return-value]
         if vector.ndim == 1:
             hits = self.store.search(
                 physical, vector[None, :], limit=limit, offset=offset, filter=expr
@@ -207,8 +253,40 @@ class Searcher:
             per_view = self.store.search(physical, vector, limit=limit + offset, filter=expr)
             fused = fuse([[(h.id, h.score, h) for h in hits] for hits in per_view])
             hits = [h for _, _, h in fused[offset : offset + limit]]  # type: ignore[misc]
-        floor = self.settings.min_score if min_score is None else min_score
         return [h for h in hits if h.score >= floor] if floor else hits
+
+
+def group_key(match: Match, keys: str | Sequence[str]) -> str:
+    """The product a photo belongs to: the first of ``keys`` set in its metadata, else its
+    own id (a photo without a product key is a product of its own)."""
+    meta = match.metadata or {}
+    for key in (keys,) if isinstance(keys, str) else keys:
+        value = meta.get(key)
+        if value is not None and str(value).strip():
+            return f"{key}={value}"
+    return f"id={match.id}"
+
+
+def group_matches(hits: Sequence[Match], keys: str | Sequence[str]) -> list[ProductMatch]:
+    """One entry per product, in best-score order; each counts its matching photos."""
+    groups: dict[str, list[Match]] = {}
+    for hit in sorted(hits, key=lambda h: -h.score):
+        groups.setdefault(group_key(hit, keys), []).append(hit)
+    out = []
+    for key, members in groups.items():
+        best = members[0]
+        out.append(
+            ProductMatch(
+                best.id,
+                best.score,
+                best.image,
+                best.metadata,
+                group=key,
+                photos=len(members),
+                ids=tuple(m.id for m in members),
+            )  # fmt: skip
+        )
+    return out
 
 
 def _check_paging(limit: int, offset: int) -> None:

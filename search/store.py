@@ -172,6 +172,19 @@ class MilvusStore:
         desc = self._call("describe_collection", self.client.describe_collection, name)
         return read_provenance(name, desc)
 
+    def properties(self, name: str) -> dict[str, str]:
+        """The collection's properties (small records such as the score calibration)."""
+        desc = self._call("describe_collection", self.client.describe_collection, name)
+        return {str(k): str(v) for k, v in (desc.get("properties") or {}).items()}
+
+    def set_properties(self, name: str, properties: dict[str, str]) -> None:
+        self._call(
+            "alter_collection_properties",
+            self.client.alter_collection_properties,
+            name,
+            properties=properties,
+        )
+
     def check_model(self, name: str, model: ModelInfo) -> None:
         """Refuse to touch a collection built by another model (or not by vsearch at all)."""
         recorded = self.provenance(name)

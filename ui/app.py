@@ -1,29 +1,61 @@
-"""The shopper's page: query by photo (upload, webcam, clipboard; optional crop), browse by
-clicking results ("more like this"), page further, filter by category and price.
+"""The shopper's page: search by photo (upload, webcam, clipboard), crop to one product,
+browse by clicking results ("more like this"), page further, filter by category and price.
 
 Handlers are thin: they call :class:`ui.service.CatalogService` / ``Searcher`` and turn
 ``search.errors`` into ``gr.Error`` messages a shopper understands (:mod:`ui.messages`).
+
+Big photos never hold the page up: the upload is read as a file path (Gradio does not
+decode it), decoded at reduced size (JPEG draft) under the same pixel limit as the API, and
+deleted from Gradio's upload folder once read. Searches run concurrently, up to
+``UiOptions.concurrency`` at once, in one shared queue.
 """
 
 # No `from __future__ import annotations`: Gradio reads gr.SelectData from real annotations.
 
+import dataclasses
 import logging
 from typing import Any
 
 import gradio as gr
+from gradio.utils import get_upload_folder
 from PIL import Image
 
 from search import Match, VSearchError
 
-from .images import Thumbnails
-from .messages import empty_message, friendly, guard_preprocess, status_markdown
+from . import crop as crop_tool
+from . import tiles
+from .images import Thumbnails, discard_upload, load_query_photo
+from .messages import (
+    about_markdown,
+    empty_message,
+    friendly,
+    guard_preprocess,
+    no_close_match,
+    status_markdown,
+)
 from .service import CatalogService
-from .state import ANY, QueryState, build_filters
+from .state import ANY, FilterError, QueryState, build_filters, parse_box
 
 log = logging.getLogger(__name__)
 
 MISSING = Image.new("RGB", (96, 96), (225, 225, 225))
-CSS = "#status {font-size: 0.9em; opacity: 0.85} #message {min-height: 1.5em}"
+NEAREST = 4  # tiles shown under "no close match"
+CACHE_SWEEP_S = 600  # Gradio deletes its temporary files older than this, this often
+
+# Desktop: photo and filters on the left, results on the right. Phone: photo, results,
+# then filters (a grid re-ordered by width). The page scrolls; nothing inside it does.
+CSS = """
+#status {font-size: 0.95em; opacity: 0.9} #message {min-height: 1.5em}
+#layout { display: grid !important; grid-template-columns: minmax(280px, 1fr) 2fr;
+  grid-template-areas: "photo main" "filters main"; align-items: start; gap: 16px; }
+#photo-col { grid-area: photo; } #main { grid-area: main; } #filters { grid-area: filters; }
+#layout > * { min-width: 0 !important; width: auto !important; }
+#results, #results > div { overflow: visible !important; max-height: none !important; }
+@media (max-width: 760px) {
+  #layout { grid-template-columns: 1fr; grid-template-areas: "photo" "main" "filters"; }
+}
+"""
+SCROLL_TO_RESULTS_JS = "() => { document.querySelector('#main')?.scrollIntoView(); }"
 
 
 def _caption(m: Match) -> str:
@@ -46,6 +78,7 @@ class ShopApp:
         self.searcher = service.searcher
         self.thumbs = Thumbnails(service.options.thumb_px)
         self.price_range: tuple[float, float] | None = None  # refreshed on each page load
+        self.upload_root = get_upload_folder()
 
     # -- helpers ----------------------------------------------------------------------
     def _filters(
@@ -53,6 +86,10 @@ class ShopApp:
     ) -> dict[str, Any] | None:
         """Filters from the controls; price bounds at the catalog's own range are no filter
         (so items without a price stay visible until the shopper narrows the range)."""
+        try:
+            build_filters(None, lo, hi)  # min above max: refused whatever the range
+        except FilterError as exc:
+            raise gr.Error(str(exc)) from None
         rng = self.price_range
         if rng is not None:
             lo = None if lo is not None and lo <= rng[0] else lo
@@ -60,6 +97,7 @@ class ShopApp:
         return build_filters(category, lo, hi, self.service.options.range_key)
 
     def _gallery(self, matches: list[Match]) -> list[tuple[Any, str]]:
+        """(image, caption) pairs: the named ``search_image`` endpoint's gallery."""
         items = []
         for m in matches:
             img = self.thumbs.for_match(m)
@@ -74,7 +112,8 @@ class ShopApp:
             "limit": state.limit,
             "offset": state.offset,
             "filters": state.filters,
-            "min_score": self.service.min_score,
+            "min_score": 0.0,  # the page splits close matches from the nearest itself
+            "group_by": self.service.options.group_by or None,
         }
         try:
             if state.kind == "image":
@@ -86,54 +125,89 @@ class ShopApp:
             log.info("query failed: %s: %s", type(exc).__name__, exc)
             raise gr.Error(friendly(exc)) from None
 
-    def _answer(self, state: QueryState, heading: str) -> tuple[Any, ...]:
+    def _answer(self, state: QueryState) -> tuple[Any, ...]:
+        """Run ``state`` and render its page: close matches only, or the nearest few under
+        "no close match"; never padded with unrelated items."""
         hits = self._run(state)
-        state.matches = list(state.matches) + hits
-        state.exhausted = len(hits) < state.limit
-        if not state.matches:
-            msg = empty_message(self.service, state)
+        floor = self.service.page_floor
+        close = [h for h in hits if h.score >= floor]
+        heading = state.heading()
+        if close:
+            state.matches = close
+            state.exhausted = len(close) < len(hits) or len(hits) < state.limit
+            first = state.offset + 1
+            msg = f"{heading} · {len(close)} product(s)"
+            if state.offset:
+                msg += f" · results {first}–{state.offset + len(close)}"
+        elif hits and not state.offset:
+            state.matches = hits[:NEAREST]
+            state.exhausted = True
+            msg = no_close_match(heading, len(state.matches))
         else:
-            msg = f"{heading} · showing {len(state.matches)} result(s)"
+            state.matches = []
+            state.exhausted = True
+            msg = (
+                "**No more close matches.**" if state.offset else empty_message(self.service, state)
+            )
         more = gr.update(visible=bool(state.matches) and not state.exhausted)
-        return self._gallery(state.matches), msg, state, more
+        back = gr.update(visible=state.kind == "id" and state.photo is not None)
+        html = tiles.grid(state.matches, self.thumbs, floor)
+        return html, msg, state, more, back
+
+    def _photo_state(
+        self, photo: Image.Image, limit: float, category: str, lo: Any, hi: Any, region: str = ""
+    ) -> QueryState:
+        filters = self._filters(category, lo, hi)
+        return QueryState("image", photo, filters, int(limit), photo=photo, region=region)
 
     # -- handlers ---------------------------------------------------------------------
-    def search_image(
-        self,
-        photo: Image.Image | None,
-        limit: float,
-        category: str,
-        lo: float | None,
-        hi: float | None,
+    def on_photo(
+        self, path: str | None, limit: float, category: str, lo: float | None, hi: float | None
     ) -> tuple[Any, ...]:
-        """Search by the uploaded photo (upload, webcam or clipboard)."""
+        """A new photo (upload, webcam, paste): read it small, delete the upload, search at
+        once and show it in the crop tool; clearing resets the page."""
+        if path is None:
+            hidden = gr.update(visible=False)
+            return "", "", None, hidden, hidden, "", gr.skip()
+        try:
+            photo = load_query_photo(path, self.searcher.settings.max_image_pixels)
+        except VSearchError as exc:
+            raise gr.Error(friendly(exc)) from None
+        finally:
+            discard_upload(path, self.upload_root)
+        state = self._photo_state(photo, limit, category, lo, hi)
+        # the photo moves to the crop tool; the upload box is free for the next photo
+        return (*self._answer(state), crop_tool.stage_html(photo), None)
+
+    def search_photo(
+        self, state: QueryState | None, limit: float, category: str, lo: Any, hi: Any
+    ) -> tuple[Any, ...]:
+        """Search the whole photo again (after a crop, a click or new filters)."""
+        photo = state.photo if state is not None else None
         if photo is None:
             raise gr.Error("Upload, paste or take a photo first.")
-        state = QueryState("image", photo, self._filters(category, lo, hi), int(limit))
-        return self._answer(state, "Products similar to your photo")
+        return self._answer(self._photo_state(photo, limit, category, lo, hi))
 
-    def on_photo(
+    def search_crop(
         self,
-        photo: Image.Image | None,
+        state: QueryState | None,
         limit: float,
         category: str,
         lo: float | None,
         hi: float | None,
+        box: str | None,
     ) -> tuple[Any, ...]:
-        """A new photo: search at once and offer it in the crop editor; clearing resets."""
+        """Search only the region the shopper drew on the photo ("x0,y0,x1,y1" fractions)."""
+        photo = state.photo if state is not None else None
         if photo is None:
-            return [], "", None, gr.update(visible=False), None
-        return (*self.search_image(photo, limit, category, lo, hi), photo)
-
-    def search_crop(
-        self, editor: dict | None, limit: float, category: str, lo: float | None, hi: float | None
-    ) -> tuple[Any, ...]:
-        """Search by the cropped region of the photo (the crop editor's composite)."""
-        photo = _photo_of(editor)
-        if photo is None:
-            raise gr.Error("Upload a photo first, then crop it.")
-        state = QueryState("image", photo, self._filters(category, lo, hi), int(limit))
-        return self._answer(state, "Products similar to the cropped region")
+            raise gr.Error("Upload a photo first, then drag over the product you want.")
+        region = parse_box(box)
+        if region is None:
+            raise gr.Error("Drag over the product in your photo first, then search the crop.")
+        cropped = crop_tool.crop_fraction(photo, region)
+        new = self._photo_state(cropped, limit, category, lo, hi, region=box or "")
+        new.photo = photo
+        return self._answer(new)
 
     def search_text(
         self, text: str, limit: float, category: str, lo: float | None, hi: float | None
@@ -142,7 +216,17 @@ class ShopApp:
         if not (text or "").strip():
             raise gr.Error("Type what you are looking for first.")
         state = QueryState("text", text.strip(), self._filters(category, lo, hi), int(limit))
-        return self._answer(state, f"Products matching “{text.strip()[:80]}”")
+        return self._answer(state)
+
+    def refilter(
+        self, state: QueryState | None, limit: float, category: str, lo: Any, hi: Any
+    ) -> tuple[Any, ...]:
+        """Filters changed: run the current query again from its first page."""
+        filters = self._filters(category, lo, hi)
+        if state is None:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        again = dataclasses.replace(state, filters=filters, limit=int(limit), offset=0, matches=[])
+        return self._answer(again)
 
     def more_like(
         self,
@@ -154,142 +238,161 @@ class ShopApp:
         evt: gr.SelectData,
     ) -> tuple[Any, ...]:
         """A click on a result: its neighbours, by id (no re-embedding)."""
-        index = evt.index if isinstance(evt.index, int) else 0
+        index = evt.index if isinstance(evt.index, int) else -1
         if state is None or not 0 <= index < len(state.matches):
             raise gr.Error("That result is no longer on the page; search again.")
         picked = state.matches[index]
-        title = (picked.metadata or {}).get("title") or picked.id
-        new = QueryState("id", picked.id, self._filters(category, lo, hi), int(limit))
-        return self._answer(new, f"More like “{title}”")
+        new = QueryState(
+            "id", picked.id, self._filters(category, lo, hi), int(limit),
+            photo=state.photo, title=tiles.title_of(picked),
+        )  # fmt: skip
+        return self._answer(new)
 
     def more_results(self, state: QueryState | None) -> tuple[Any, ...]:
-        """The next page of the current query (offset += limit), appended."""
+        """The next page of the current query, in place of this one."""
         if state is None or not state.matches:
             raise gr.Error("Search first.")
-        state = state.next_page()
-        return self._answer(state, state.heading_for_more())
+        return self._answer(state.next_page())
+
+    def search_image(
+        self, photo: str | None, limit: float, category: str, lo: Any, hi: Any
+    ) -> tuple[Any, ...]:
+        """API (gradio_client ``/search_image``): a photo's results as a gallery."""
+        if photo is None:
+            raise gr.Error("Upload, paste or take a photo first.")
+        try:
+            img = load_query_photo(photo, self.searcher.settings.max_image_pixels)
+        except VSearchError as exc:
+            raise gr.Error(friendly(exc)) from None
+        finally:
+            discard_upload(photo, self.upload_root)
+        try:
+            hits = self.searcher.similar(
+                img, limit=int(limit), filters=self._filters(category, lo, hi),
+                min_score=self.service.min_score,
+            )  # fmt: skip
+        except VSearchError as exc:
+            raise gr.Error(friendly(exc)) from None
+        return self._gallery(hits), f"Products similar to your photo · {len(hits)} result(s)"
 
     def similar_by_id(self, item_id: str, limit: float = 10) -> list[dict[str, Any]]:
         """API-only: neighbours of a catalog item as JSON (for gradio_client)."""
-        state = QueryState("id", str(item_id), None, int(limit))
-        return [m.to_dict() for m in self._run(state)]
+        try:
+            hits = self.searcher.similar_by_id(
+                str(item_id), limit=int(limit), min_score=self.service.min_score
+            )
+        except VSearchError as exc:
+            raise gr.Error(friendly(exc)) from None
+        return [m.to_dict() for m in hits]
 
     def on_load(self) -> tuple[Any, ...]:
-        """Fill the status line, filter choices and text-search visibility on page load."""
+        """Fill the status line, filter choices, text-search visibility and the about panel."""
         st = self.service.status()
         facets = self.service.facets() if not st.error or st.physical else None
         cats = [ANY] + (facets.values.get("category", []) if facets else [])
         rng = facets.range if facets else None
         self.price_range = rng
-        note = (
-            ""
-            if st.has_text
-            else "*Text search is off: this catalog's model ("
-            + (st.model or "unknown")
-            + ") is image-only. Search with a photo instead.*"
-        )
+        cal = self.service.calibration() if st.physical else None
         return (
             status_markdown(st),
             gr.update(choices=cats, value=ANY),
             gr.update(value=rng[0] if rng else None),
             gr.update(value=rng[1] if rng else None),
             gr.update(visible=st.has_text),
-            note,
+            about_markdown(st, self.service.page_floor if st.physical else 0.0, cal),
         )
 
     # -- layout -----------------------------------------------------------------------
     def build(self) -> gr.Blocks:
         opts = self.service.options
-        with gr.Blocks(title=opts.title, analytics_enabled=False) as demo:
+        sweep = (CACHE_SWEEP_S, CACHE_SWEEP_S)
+        with gr.Blocks(title=opts.title, analytics_enabled=False, delete_cache=sweep) as demo:
             gr.Markdown(f"## {opts.title}")
-            status = gr.Markdown("Loading catalog status…", elem_id="status")
+            status = gr.Markdown("Loading the catalog…", elem_id="status")
             state = gr.State(None)
-            with gr.Row():
-                with gr.Column(scale=1, min_width=300):
+            box = gr.Textbox(visible=False, elem_id="crop-box-value")
+            with gr.Row(elem_id="layout"):
+                with gr.Column(elem_id="photo-col"):
                     query = gr.Image(
-                        label="Your photo",
+                        label="Upload, paste or take a photo",
                         sources=["upload", "webcam", "clipboard"],
-                        type="pil",
-                        image_mode="RGB",
+                        type="filepath",
                         elem_id="query",
-                        height=320,
+                        height=220,
                     )
                     guard_preprocess(query)
-                    with gr.Accordion("Crop to the product (optional)", open=False):
-                        cropper = gr.ImageEditor(
-                            label="Drag the crop handles, then search the crop",
-                            sources=["upload"],
-                            type="pil",
-                            image_mode="RGB",
-                            transforms=("crop",),
-                            brush=False,
-                            eraser=False,
-                            layers=False,
-                            elem_id="crop",
-                            height=320,
-                        )
-                        guard_preprocess(cropper)
+                    stage = gr.HTML(
+                        "",
+                        elem_id="crop",
+                        css_template=crop_tool.CSS,
+                        js_on_load=crop_tool.JS_ON_LOAD,
+                    )
+                    with gr.Row():
                         crop_btn = gr.Button("Search the cropped region", elem_id="search-crop")
-                    search_btn = gr.Button("Search by photo", variant="primary", elem_id="search")
+                        search_btn = gr.Button(
+                            "Search the whole photo", variant="primary", elem_id="search"
+                        )
                     with gr.Group(visible=False) as text_box:
                         text = gr.Textbox(label="Or describe it", elem_id="text-query")
                         text_btn = gr.Button("Search by text", elem_id="text-search")
-                    text_note = gr.Markdown(elem_id="text-note")
-                    with gr.Accordion("Filters", open=True):
-                        category = gr.Dropdown(
-                            [ANY], value=ANY, label="Category", elem_id="category"
-                        )
-                        with gr.Row():
-                            lo = gr.Number(label="Min price", elem_id="price-min")
-                            hi = gr.Number(label="Max price", elem_id="price-max")
-                        top_k = gr.Slider(
-                            1, opts.max_page_size, value=opts.page_size, step=1,
-                            label="Results per page", elem_id="top-k",
-                        )  # fmt: skip
-                with gr.Column(scale=2):
+                with gr.Column(elem_id="main"):
                     message = gr.Markdown(elem_id="message")
-                    gallery = gr.Gallery(
-                        label="Similar products",
-                        columns=4,
-                        height="auto",
-                        allow_preview=False,
-                        object_fit="contain",
-                        elem_id="results",
+                    results = gr.HTML(
+                        "", elem_id="results", css_template=tiles.CSS, js_on_load=tiles.JS_ON_LOAD
                     )
-                    more_btn = gr.Button("More results", visible=False, elem_id="more")
+                    with gr.Row():
+                        back_btn = gr.Button(
+                            "← Back to your photo's results", visible=False, elem_id="back"
+                        )
+                        more_btn = gr.Button("More results", visible=False, elem_id="more")
+                with gr.Accordion("Filters", open=True, elem_id="filters"):
+                    category = gr.Dropdown([ANY], value=ANY, label="Category", elem_id="category")
+                    with gr.Row():
+                        lo = gr.Number(label="Min price", elem_id="price-min")
+                        hi = gr.Number(label="Max price", elem_id="price-max")
+                    top_k = gr.Slider(
+                        1, opts.max_page_size, value=opts.page_size, step=1,
+                        label="Results per page", elem_id="top-k",
+                    )  # fmt: skip
+            with gr.Accordion("About this search", open=False, elem_id="about"):
+                about = gr.Markdown(elem_id="about-text")
+            api_gallery = gr.Gallery(visible=False)
+            api_message = gr.Markdown(visible=False)
+            api_btn = gr.Button(visible=False)
+
             filters = [top_k, category, lo, hi]
-            outputs = [gallery, message, state, more_btn]
-            search_btn.click(self.search_image, [query, *filters], outputs, api_name="search_image")
-            query.input(
-                self.on_photo, [query, *filters], [*outputs, cropper], api_visibility="private"
-            )
-            crop_btn.click(self.search_crop, [cropper, *filters], outputs, api_visibility="private")
+            outputs = [results, message, state, more_btn, back_btn]
+            queued = {"concurrency_limit": opts.concurrency, "concurrency_id": "search"}
+            private = {"api_visibility": "private", **queued}
+            query.input(self.on_photo, [query, *filters], [*outputs, stage, query], **private)
+            search_btn.click(self.search_photo, [state, *filters], outputs, **private)
+            crop_btn.click(
+                self.search_crop, [state, *filters, box], outputs, js=crop_tool.READ_BOX_JS,
+                **private,
+            )  # fmt: skip
             text_btn.click(self.search_text, [text, *filters], outputs, api_name="search_text")
-            text.submit(self.search_text, [text, *filters], outputs, api_visibility="private")
-            gallery.select(self.more_like, [state, *filters], outputs, api_visibility="private")
-            more_btn.click(self.more_results, [state], outputs, api_visibility="private")
+            text.submit(self.search_text, [text, *filters], outputs, **private)
+            results.select(self.more_like, [state, *filters], outputs, **private)
+            more_btn.click(self.more_results, [state], outputs, **private).then(
+                None, js=SCROLL_TO_RESULTS_JS
+            )
+            back_btn.click(self.search_photo, [state, *filters], outputs, **private)
+            category.input(self.refilter, [state, *filters], outputs, **private)
+            for bound in (lo, hi):
+                bound.submit(self.refilter, [state, *filters], outputs, **private)
+            api_btn.click(
+                self.search_image, [query, *filters], [api_gallery, api_message],
+                api_name="search_image", **queued,
+            )  # fmt: skip
             gr.api(self.similar_by_id, api_name="similar_by_id")
             demo.load(
                 self.on_load,
                 None,
-                [status, category, lo, hi, text_box, text_note],
+                [status, category, lo, hi, text_box, about],
                 api_visibility="private",
             )
+        demo.queue(default_concurrency_limit=opts.concurrency)
         return demo
-
-
-def _photo_of(editor: Any) -> Image.Image | None:
-    """The composite (cropped) image of an ImageEditor value, else its background."""
-    if editor is None:
-        return None
-    if isinstance(editor, Image.Image):
-        return editor
-    if isinstance(editor, dict):
-        for key in ("composite", "background"):
-            img = editor.get(key)
-            if isinstance(img, Image.Image):
-                return img
-    return None
 
 
 def build_blocks(service: CatalogService) -> gr.Blocks:

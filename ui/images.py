@@ -8,7 +8,10 @@ collection's own rows can be read. URL images are handed back as the URL.
 
 from __future__ import annotations
 
+import base64
+import io
 import logging
+import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +22,8 @@ from PIL import Image
 from search import ImageError, ItemNotFound, Match, Searcher, open_image
 
 log = logging.getLogger(__name__)
+
+QUERY_SIDE = 1024  # a shopper's photo is reduced to this longest side before anything else
 
 IMAGE_TYPES = {
     ".jpg": "image/jpeg",
@@ -99,3 +104,48 @@ class Thumbnails:
             while len(self._cache) > self.capacity:
                 self._cache.popitem(last=False)
         return img
+
+    def src(self, match: Match) -> str | None:
+        """What an ``<img src>`` of the tile shows: the URL, or the thumbnail inlined as a
+        ``data:`` JPEG (no file is written, no server path is exposed)."""
+        img = self.for_match(match)
+        if img is None or isinstance(img, str):
+            return img
+        return data_uri(img)
+
+
+def data_uri(img: Image.Image, quality: int = 82) -> str:
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, "JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def load_query_photo(
+    source: str | Path | bytes, max_pixels: int, side: int = QUERY_SIDE
+) -> Image.Image:
+    """Decode a shopper's upload at reduced size first (JPEG ``draft``), then shrink it to
+    ``side``; refuses more than ``max_pixels`` pixels before decoding (as the API does)."""
+    img = open_image(source, max_pixels=max_pixels, draft_size=side)
+    if max(img.size) > side:
+        img.thumbnail((side, side), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return img
+
+
+def discard_upload(path: str | Path | None, upload_root: str | Path) -> bool:
+    """Delete a shopper's uploaded file (and its folder when empty) once it has been read;
+    only files inside Gradio's upload folder are touched. True when something was deleted."""
+    if not path:
+        return False
+    try:
+        file = Path(path).resolve()
+        root = Path(upload_root).resolve()
+        if root not in file.parents or not file.is_file():
+            return False
+        file.unlink()
+        parent = file.parent
+        if parent != root and not any(parent.iterdir()):
+            os.rmdir(parent)
+        return True
+    except OSError as exc:
+        log.info("could not delete upload %s: %s", path, exc)
+        return False

@@ -26,6 +26,11 @@ def friendly(exc: errors.VSearchError) -> str:
             "The product index is unavailable right now (Milvus did not answer). "
             "Please try again in a moment."
         )
+    if isinstance(exc, errors.ImageError) and "exceeds the limit" in str(exc):
+        return (
+            "That photo has too many pixels for us to search "
+            f"({str(exc).split('refused: ', 1)[-1]}). Please upload a smaller photo."
+        )
     if isinstance(exc, errors.ImageError):
         return f"We could not read that photo ({exc}). Please upload a JPEG, PNG or WebP image."
     if isinstance(exc, errors.ItemNotFound):
@@ -38,32 +43,59 @@ def friendly(exc: errors.VSearchError) -> str:
 
 
 def status_markdown(st: Status) -> str:
+    """The shopper's status line: no collection names, model names or dimensions."""
     if st.error and not st.physical:
-        return f"⚠️ Collection **{st.collection}**: {friendly_status(st.error)}"
-    line = f"Collection **{st.collection}** ({st.physical}) · model {st.model} · {st.count:,} items"
-    return line + (f" · ⚠️ {st.error}" if st.error else "")
+        if "does not exist" in st.error:
+            return "🛍️ This shop's catalog is not available yet. Please come back soon."
+        return "⚠️ Search is unavailable right now. Please try again in a moment."
+    if st.count == 0:
+        return "🛍️ This shop's catalog is empty for now. Please come back soon."
+    return f"Search {st.count:,} items by photo: upload, paste or take a picture."
+
+
+def about_markdown(st: Status, floor: float, calibration: Any = None) -> str:
+    """The "about" panel: the technical details the status line leaves out."""
+    lines = [
+        f"- Catalog collection: `{st.collection}`"
+        + (f" (version `{st.physical}`)" if st.physical else ""),
+        f"- Items: {st.count:,}",
+    ]
+    if st.model:
+        lines.append(f"- Model: {st.model}")
+    if st.error:
+        lines.append(f"- Problem: {friendly_status(st.error)}")
+    line = f"- Close-match floor: {floor:.3f}"
+    if calibration is not None:
+        line += (
+            f" (calibrated on {calibration.samples} shopper-style photos of this catalog: "
+            f"{calibration.true_positive_rate:.0%} of right products above it, "
+            f"{calibration.false_positive_rate:.0%} of unrelated best matches)"
+        )
+    lines.append(line)
+    return "\n".join(lines)
 
 
 def friendly_status(error: str) -> str:
     if "does not exist" in error:
-        return "not indexed yet (run `vsearch index` on your catalog)."
+        return error + " (run `vsearch index` on your catalog)."
     return error
 
 
 def empty_message(service: CatalogService, state: QueryState) -> str:
-    """Why there is nothing to show: empty catalog, filters, or the similarity floor."""
+    """Why there is nothing to show: empty catalog, filters, or no more results."""
     st = service.status()
     if st.physical and st.count == 0:
-        return "**The catalog is empty**: no products have been indexed yet."
+        return "**The catalog is empty**: no products have been added yet."
     if state.offset:
         return "**No more results.**"
-    floor = service.min_score
-    parts = ["**No product is similar enough to show**"]
     if state.filters:
-        parts.append("with these filters (try widening them)")
-    if floor:
-        parts.append(f"(similarity floor {floor:.2f})")
-    return " ".join(parts) + "."
+        return "**No product matches these filters.** Try widening them."
+    return "**No product to show.**"
+
+
+def no_close_match(heading: str, shown: int) -> str:
+    """Nothing passes the close-match floor: say so, and offer the nearest few."""
+    return f"{heading} · **No close match** in this catalog; here are the {shown} nearest."
 
 
 def guard_preprocess(component: Any) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 from PIL import Image
 
 from search import Searcher, VSearchError
+from search import calibration as calib
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,12 @@ class UiOptions:
     """Serving options (flags / env of ``vsearch serve``).
 
     min_score: the similarity floor under which a result is not shown (None: the
-        setting's ``min_score``); max_upload_bytes: the largest query photo accepted.
+        setting's ``min_score`` for the API; the page uses the catalog's calibrated floor,
+        see :mod:`search.calibration`); max_upload_bytes: the largest query photo accepted.
+    concurrency: how many page searches run at once (Gradio's default_concurrency_limit;
+        more wait in Gradio's queue). group_by: metadata keys that group photos of one
+        product into one tile (the first key present wins). calibrate: measure and store
+        the floor at start-up when the collection has none.
     """
 
     host: str = "127.0.0.1"
@@ -39,6 +45,9 @@ class UiOptions:
     thumb_px: int = 384
     facet_keys: tuple[str, ...] = ("category",)
     range_key: str = "price"
+    concurrency: int = 4
+    group_by: tuple[str, ...] = ("product", "group")
+    calibrate: bool = True
 
 
 @dataclass(frozen=True)
@@ -82,6 +91,7 @@ class CatalogService:
     def __init__(self, searcher: Searcher, options: UiOptions | None = None) -> None:
         self.searcher = searcher
         self.options = options or UiOptions()
+        self._calibration: tuple[str, calib.Calibration | None] | None = None
 
     @property
     def collection(self) -> str:
@@ -91,6 +101,43 @@ class CatalogService:
     def min_score(self) -> float:
         floor = self.options.min_score
         return self.searcher.settings.min_score if floor is None else floor
+
+    def calibration(self) -> calib.Calibration | None:
+        """The live collection's stored calibration (read once per physical collection)."""
+        try:
+            physical = self.searcher.info().name
+            if self._calibration is None or self._calibration[0] != physical:
+                self._calibration = (physical, calib.stored(self.searcher))
+        except VSearchError as exc:
+            log.info("no calibration: %s", exc)
+            return None
+        return self._calibration[1]
+
+    def calibrate(self, samples: int = 48) -> calib.Calibration | None:
+        """Measure the floor of the live collection and store it with the collection."""
+        try:
+            cal = calib.calibrate(self.searcher, samples=samples, group_by=self.options.group_by)
+            calib.save(self.searcher, cal)
+            self._calibration = (self.searcher.info().name, cal)
+        except VSearchError as exc:
+            log.warning("similarity floor not calibrated: %s", exc)
+            return None
+        return cal
+
+    def _wants_calibration(self) -> bool:
+        opts = self.options
+        if not opts.calibrate or opts.min_score is not None:
+            return False
+        return self.calibration() is None and self.searcher.info().count > 0
+
+    @property
+    def page_floor(self) -> float:
+        """The page's "close match" floor: ``--min-score`` when given, else the catalog's
+        calibrated floor, else the setting's ``min_score``."""
+        if self.options.min_score is not None:
+            return self.options.min_score
+        cal = self.calibration()
+        return cal.floor if cal is not None else self.searcher.settings.min_score
 
     def status(self) -> Status:
         """The live collection, its model and size; a readable error when unusable."""
@@ -134,6 +181,8 @@ class CatalogService:
                 return 0.0
             embedder = self.searcher.embedder_for(model)
             embedder.embed_images([Image.new("RGB", (64, 64), "white")])  # first forward
+            if self._wants_calibration():
+                self.calibrate()
         except VSearchError as exc:
             log.warning("warm-up skipped: %s", exc)
             return 0.0

@@ -9,6 +9,7 @@ read-only by every in-process test. Milvus Lite allows one process per database,
 
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 import signal
@@ -27,6 +28,7 @@ from tests.helpers import PHOTOS, product_catalog
 
 VSEARCH = str(Path(sys.executable).with_name("vsearch"))
 NAMES = PHOTOS[:5]  # chelsea, coffee, rocket, astronaut, stereo_motorcycle: 10 items
+SHOP_URL = "https://shop.example/p"
 
 
 def free_port() -> int:
@@ -54,8 +56,18 @@ def child_env(cache_dir: Path, **extra: str) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def ui_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A CSV catalog of 5 products x 2 views with title, category, brand and price."""
-    return product_catalog(tmp_path_factory.mktemp("ui-catalog"), NAMES, per_product=2)
+    """A CSV catalog of 5 products x 2 views with title, category, brand, price and product;
+    the coffee product also has a product page link (``url``)."""
+    manifest = product_catalog(tmp_path_factory.mktemp("ui-catalog"), NAMES, per_product=2)
+    with manifest.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for row in rows:
+        row["url"] = f"{SHOP_URL}/{row['product']}" if row["product"] == "coffee" else ""
+    with manifest.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return manifest
 
 
 def index_here(catalog: Path, root: Path, cache_dir: Path, embedder) -> Settings:
@@ -96,8 +108,8 @@ def ui_searcher(ui_settings: Settings, embedder) -> Searcher:
 
 
 class LiveServer:
-    def __init__(self, url: str, proc: subprocess.Popen, log: Path) -> None:
-        self.url, self.proc, self.log = url, proc, log
+    def __init__(self, url: str, proc: subprocess.Popen, log: Path, uploads: Path | None = None):
+        self.url, self.proc, self.log, self.uploads = url, proc, log, uploads
 
 
 def start_server(
@@ -118,7 +130,8 @@ def start_server(
             raise RuntimeError(f"vsearch serve exited {proc.returncode}: {log.read_text()[-3000:]}")
         try:
             if httpx.get(url + "/health", timeout=2).status_code in (200, 503):
-                return LiveServer(url, proc, log)
+                uploads = env.get("GRADIO_TEMP_DIR")
+                return LiveServer(url, proc, log, Path(uploads) if uploads else None)
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
@@ -148,7 +161,10 @@ def live_server(
     """`vsearch serve` on a free 127.0.0.1 port, on a copy of the indexed UI catalog."""
     root = tmp_path_factory.mktemp("ui-live")
     uri = indexed_copy(ui_settings, str(root / "milvus" / "live.db"))
-    server = start_server(uri, cache_dir, root / "serve.log", "--max-upload-mb", "1")
+    uploads = root / "gradio-uploads"
+    server = start_server(
+        uri, cache_dir, root / "serve.log", "--max-upload-mb", "1", GRADIO_TEMP_DIR=str(uploads)
+    )
     try:
         yield server
     finally:
