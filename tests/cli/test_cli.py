@@ -68,6 +68,7 @@ def cli_env(settings: Settings, embedder, monkeypatch: pytest.MonkeyPatch) -> Se
     return settings
 
 
+@pytest.mark.slow  # the program in its own process
 def test_index_json_summary_and_exit_codes(tmp_path: Path, cli_env: Settings, capsys) -> None:
     root = tmp_path / "cat"
     write_folder(root, ["coffee", "rocket"], per_product=2)
