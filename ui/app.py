@@ -53,6 +53,7 @@ CSS = """
 #results, #results > div { overflow: visible !important; max-height: none !important; }
 @media (max-width: 760px) {
   #layout { grid-template-columns: 1fr; grid-template-areas: "photo" "main" "filters"; }
+  #crop .crop-stage img { max-height: 220px; }
 }
 """
 SCROLL_TO_RESULTS_JS = "() => { document.querySelector('#main')?.scrollIntoView(); }"
