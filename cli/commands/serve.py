@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--min-score",
         type=float,
-        help="similarity floor: results below it are not shown (env VSEARCH_MIN_SCORE)",
+        help="similarity floor: results below it are not shown (env VSEARCH_MIN_SCORE; "
+        "default: the page uses the catalog's calibrated floor)",
     )
     p.add_argument(
         "--max-upload-mb",
@@ -37,6 +38,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="largest query photo accepted, in MB (env VSEARCH_MAX_UPLOAD_MB; default 10)",
     )
     p.add_argument("--page-size", type=int, help="results per page shown by default (default 12)")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        help="page searches run at once; more wait in the queue (env VSEARCH_CONCURRENCY; "
+        "default 4)",
+    )
     p.add_argument("--title", help="page title")
     p.add_argument("--no-warmup", action="store_true", help="do not load the model before serving")
     add_store_args(p)
@@ -94,6 +101,13 @@ def options_from(args: argparse.Namespace, env: dict[str, str] | None = None):  
         kw["page_size"] = args.page_size
     if args.title:
         kw["title"] = args.title
+    concurrency = args.concurrency
+    if concurrency is None:
+        concurrency = _number(env.get("VSEARCH_CONCURRENCY"), int, "VSEARCH_CONCURRENCY")
+    if concurrency is not None:
+        if not 1 <= int(concurrency) <= 64:
+            raise ConfigError("--concurrency must be between 1 and 64")
+        kw["concurrency"] = int(concurrency)
     return UiOptions(**kw)  # type: ignore[arg-type]
 
 
