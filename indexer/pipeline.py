@@ -25,11 +25,9 @@ from search.options import option
 from search.store import MilvusStore
 
 from .catalog import Catalog, load_catalog
-from .dataset import ImageDataset, make_loader, model_input
 from .download import fetch_catalog_urls
 from .lock import IndexLock
 from .plan import Job, Plan, deletion_refusal, make_plan
-from .preprocess import BatchPreprocess
 from .report import Failure, IndexReport
 from .shard import Shard
 from .tuning import Tuning, choose
@@ -227,7 +225,10 @@ def _embed_and_upsert(
 ) -> None:
     if not jobs:
         return
-    import torch
+    import torch  # the loader stage imports torch: only when there is work
+
+    from .dataset import ImageDataset, make_loader, model_input
+    from .preprocess import BatchPreprocess
 
     torch.set_num_threads(tuning.threads)
     device = embedder.device

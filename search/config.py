@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .backends import BACKENDS, PRECISIONS
 from .errors import ConfigError
 from .options import check_choices, convert, described_fields, option
 
@@ -55,7 +56,21 @@ class Settings:
         "", "open_clip pretrained tag, e.g. laion2b_s34b_b79k", section="model"
     )
     device: str = option("auto", "auto, cpu, cuda, cuda:1", section="model")
-    precision: str = option("auto", "auto, fp32, fp16, bf16 (CUDA autocast)", flag=False)
+    # the image tower's runtime (search/backends): auto = torch + autocast on CUDA, else the
+    # fastest backend measured on this machine (a short calibration, cached per machine)
+    backend: str = option(
+        "auto",
+        "inference backend: auto (fastest measured here), torch, onnxruntime, openvino",
+        choices=BACKENDS,
+        section="model",
+    )
+    precision: str = option(
+        "auto",
+        "auto, fp32, fp16, bf16: CUDA autocast (auto: bf16/fp16); on a CPU fp32 unless "
+        "set (bf16/fp16 with openvino)",
+        choices=PRECISIONS,
+        section="model",
+    )
     cache_dir: str = option(
         help="model and download cache (default $XDG_CACHE_HOME/vsearch)",
         factory=_default_cache_dir,
@@ -66,7 +81,7 @@ class Settings:
         0, "images per model batch (default: per device)", section="indexing"
     )  # 0: chosen per device (see indexer.tuning)
     workers: int = option(-1, "decode worker processes (default: per device)", section="indexing")
-    threads: int = option(0, "torch threads (default: per device)", section="indexing")
+    threads: int = option(0, "inference threads (default: per device)", section="indexing")
     upsert_bytes: int = option(
         8 * 1024 * 1024, "bytes per upsert request", flag=False
     )  # well under Milvus's 64 MB request limit

@@ -3,15 +3,20 @@
 An :class:`Embedder` loads any open_clip model (a built-in name plus pretrained tag, which
 open_clip downloads as usual; a ``local-dir:`` folder; or the offline default
 ``builtin:efficientnet-lite0``), takes its preprocessing from the model, and returns
-L2-normalised float32 vectors. It runs in channels-last memory format (measured faster on
-the CPU, docs/benchmarks.md; the usual choice on CUDA); on CUDA it adds autocast (bf16 where supported, else fp16) and non-blocking
-copies from pinned memory; on the CPU it tunes glibc's allocator (:mod:`search.allocator`).
+L2-normalised float32 vectors. Its image tower runs on an inference backend
+(:mod:`search.backends`): PyTorch itself (channels-last, autocast on CUDA), or the tower
+exported once to ONNX and run by ONNX Runtime or OpenVINO on the CPU. ``backend="auto"``
+takes torch on CUDA and otherwise the fastest backend measured on this machine.
+
+With an exported backend already cached, building an embedder imports neither torch nor
+open_clip: the model's record comes from the export's manifest, and photos are preprocessed
+by :mod:`search.preprocessing` (PIL + numpy, equal to open_clip's transform). PyTorch loads
+on demand: for text queries, ``torch_model`` and ``preprocess`` (the indexer's loaders).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -20,24 +25,33 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .allocator import keep_freed_memory
-from .builtin_model import BUILTIN_PREFIX, builtin_model_dir
-from .errors import ModelError, TextSearchUnsupported
+from .backends import BACKENDS, RUNTIMES, installed
+from .backends.calibrate import cached_choice, calibrate, machine_key
+from .backends.device import cores, resolve_device
+from .backends.export import ExportCache, export_onnx, identity
+from .backends.torch_model import TorchModel
+from .errors import ConfigError, TextSearchUnsupported
 from .images import open_image
-from .model_folder import CONFIG_NAME, LOCAL_DIR_PREFIX
+from .model_folder import file_digest, locate
+from .preprocessing import Preprocess
 
 if TYPE_CHECKING:
-    import torch
     from PIL import Image
 
     from .config import Settings
 
+__all__ = ["Embedder", "ModelInfo", "file_digest", "resolve_device"]
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """Provenance of a model: what a collection records and what queries must match."""
+    """Provenance of a model: what a collection records and what queries must match.
+
+    backend / precision say how the vectors were computed; they are recorded but are not
+    part of :attr:`key`: every backend gives the same vectors, so a collection built with one
+    may be searched with another.
+    """
 
     name: str
     pretrained: str
@@ -46,6 +60,8 @@ class ModelInfo:
     has_text: bool
     image_size: int
     preprocess: dict[str, Any] = field(default_factory=dict)
+    backend: str = ""
+    precision: str = ""
 
     @property
     def key(self) -> str:
@@ -71,40 +87,6 @@ class ModelInfo:
         return f"{self.name}{tag}{ck}, {self.dim}-d"
 
 
-def resolve_device(device: str = "auto") -> str:
-    """``auto`` picks CUDA when present, else CPU; anything else is passed to torch."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelError(f"device {device!r} requested but no CUDA device is available")
-    return device
-
-
-def file_digest(path: Path) -> str:
-    """sha256 of a weights file (first 16 hex digits), cached beside it by size and mtime."""
-    stat = path.stat()
-    sidecar = path.with_name(path.name + ".sha256")
-    stamp = f"{stat.st_size}:{stat.st_mtime_ns}"
-    try:
-        cached_stamp, digest = sidecar.read_text().split()
-        if cached_stamp == stamp:
-            return digest
-    except (OSError, ValueError):
-        pass
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    digest = h.hexdigest()[:16]
-    try:
-        sidecar.write_text(f"{stamp} {digest}\n")
-    except OSError:
-        log.debug("cannot cache the digest of %s", path)
-    return digest
-
-
 class Embedder:
     """Embeds images (and text, when the model has a real text tower) into unit vectors."""
 
@@ -116,51 +98,49 @@ class Embedder:
         device: str = "auto",
         precision: str = "auto",
         cache_dir: str | Path | None = None,
+        backend: str = "torch",
+        threads: int = 0,
     ) -> None:
-        import open_clip
-        import torch
-
-        self.device = resolve_device(device)
-        if self.device == "cpu":
-            keep_freed_memory()  # CPU forwards reuse their activation pages (allocator.py)
-        cache = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "vsearch"
-        open_clip_name, folder, has_text = self._locate(model, pretrained, cache)
-        try:
-            clip, _, preprocess = open_clip.create_model_and_transforms(
-                open_clip_name,
-                pretrained=None if folder else (pretrained or None),
-                device="cpu",
-                cache_dir=str(cache / "open_clip"),
+        if backend not in BACKENDS:
+            raise ConfigError(f"unknown backend {backend!r} ({', '.join(BACKENDS)})")
+        if backend in RUNTIMES and not installed(backend):
+            log.warning(
+                "backend %s is not installed (pip install %s); using torch", backend, backend
             )
-        except Exception as exc:
-            raise ModelError(f"cannot load model {model!r} {pretrained!r}: {exc}") from exc
-        clip.eval()
-        # channels-last convolutions: faster on CUDA and, with the allocator tuned, on the
-        # CPU too (EfficientNet-Lite0 batch 8, 2 threads: ~51 vs ~43 img/s; benchmarks.md)
-        self._model = clip.to(self.device).to(memory_format=torch.channels_last)
-        self._tokenizer = open_clip.get_tokenizer(open_clip_name) if has_text else None
-        self.preprocess: Callable[[Image.Image], torch.Tensor] = preprocess
-        self._autocast_dtype = self._pick_precision(precision)
-        size = _image_size(clip)
-        checkpoint = ""
-        if folder is not None:
-            weights = sorted(folder.glob("open_clip_model.safetensors")) or sorted(
-                folder.glob("*.safetensors")
-            ) + sorted(folder.glob("*.bin")) + sorted(folder.glob("*.pt"))
-            checkpoint = file_digest(weights[0]) if weights else ""
-        dim = int(self.embed_tensors(torch.zeros(1, 3, size, size)).shape[1])
-        self.info = ModelInfo(
-            # a local folder is recorded by its absolute path: a searcher started from
-            # another working directory must load the same model from the provenance
-            name=f"{LOCAL_DIR_PREFIX}{folder}" if model.startswith(LOCAL_DIR_PREFIX) else model,
-            pretrained="" if folder else pretrained,
-            checkpoint=checkpoint,
-            dim=dim,
-            has_text=has_text,
-            image_size=size,
-            preprocess=_preprocess_summary(clip),
+            backend = "torch"
+        cache = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "vsearch"
+        self._cache, self._precision = cache, precision
+        self._threads = threads or cores()
+        self._source = src = locate(model, pretrained, cache)
+        ident = identity(src.name, src.pretrained, src.checkpoint, src.config_text)
+        self._exports = ExportCache(cache, ident)
+        self._torch: TorchModel | None = None
+        self._runner: Any = None
+        self._transform: Callable[[Image.Image], Any] | None = None
+        self.device = resolve_device(device)
+        choice = self._choose(backend)
+        record = self._cached_runner(choice) if choice in RUNTIMES else None
+        if record is None:
+            record = self._load_torch()
+            if choice == "calibrate":
+                choice = self._calibrate()
+            elif choice in RUNTIMES:
+                self._runner = self._export_and_load(choice)
+        if self._runner is None:
+            choice = "torch"
+        else:
+            self.device = "cpu"  # the exported graph runs on the CPU runtimes
+        precision_used = self._runner.precision if self._runner else self._torch_model().precision
+        self.backend = choice
+        self.info = ModelInfo.from_dict({**record, "backend": choice, "precision": precision_used})
+        self._pre = Preprocess.of(self.info.preprocess, self.info.image_size)
+        log.info(
+            "loaded model %s on %s (%s, %s)",
+            self.info.describe(),
+            self.device,
+            choice,
+            precision_used,
         )
-        log.info("loaded model %s on %s", self.info.describe(), self.device)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Embedder:
@@ -170,42 +150,110 @@ class Embedder:
             device=settings.device,
             precision=settings.precision,
             cache_dir=settings.cache_dir,
+            backend=getattr(settings, "backend", "auto"),
+            threads=settings.threads,
         )
 
-    @staticmethod
-    def _locate(model: str, pretrained: str, cache: Path) -> tuple[str, Path | None, bool]:
-        """Return (open_clip model name, local folder or None, has a real text tower)."""
-        if model.startswith(BUILTIN_PREFIX):
-            folder = builtin_model_dir(cache, model[len(BUILTIN_PREFIX) :])
-            return f"{LOCAL_DIR_PREFIX}{folder}", folder, False
-        if model.startswith(LOCAL_DIR_PREFIX):
-            folder = Path(model[len(LOCAL_DIR_PREFIX) :]).expanduser().resolve()
-            config = folder / CONFIG_NAME
-            if not config.is_file():
-                raise ModelError(f"model folder {folder} has no {CONFIG_NAME}")
-            try:
-                meta = json.loads(config.read_text()).get("vsearch", {})
-            except json.JSONDecodeError as exc:
-                raise ModelError(f"{config} is not valid JSON: {exc}") from exc
-            return f"{LOCAL_DIR_PREFIX}{folder}", folder, bool(meta.get("has_text", True))
-        if not pretrained:
-            raise ModelError(
-                f"model {model!r} needs a pretrained tag (e.g. --pretrained laion2b_s34b_b79k); "
-                "random weights make meaningless embeddings"
-            )
-        return model, None, True
+    # -- choosing and loading a backend -------------------------------------------------
+    def _choose(self, backend: str) -> str:
+        """The backend to load, or "calibrate" when auto has not measured this machine yet."""
+        if backend != "auto":
+            if backend in RUNTIMES and self.device != "cpu":
+                log.info("backend %s runs on the CPU (device %s is not used)", backend, self.device)
+            return backend
+        if self.device != "cpu":
+            return "torch"  # torch + autocast on CUDA
+        return cached_choice(self._exports, self._machine_key()) or "calibrate"
 
-    def _pick_precision(self, precision: str) -> Any:
-        import torch
+    def _machine_key(self) -> str:
+        return machine_key(self._threads, self._precision)
 
-        if precision == "fp32" or not self.device.startswith("cuda"):
+    def _cached_runner(self, backend: str) -> dict[str, Any] | None:
+        """The model record from an earlier export, with its runner loaded (None: not cached)."""
+        manifest = self._exports.manifest()
+        if manifest is None or not self._exports.onnx.is_file():
             return None
-        if precision == "fp16":
-            return torch.float16
-        if precision in ("bf16", "auto"):
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        raise ModelError(f"unknown precision {precision!r} (auto, fp32, fp16, bf16)")
+        try:
+            self._runner = _make_runner(backend, self._exports, self._precision, self._threads)
+        except ConfigError:
+            raise
+        except Exception as exc:
+            log.warning("cached %s export unusable (%s); exporting again", backend, exc)
+            return None
+        return dict(manifest["info"])
 
+    def _load_torch(self) -> dict[str, Any]:
+        """Load the model in PyTorch; return its record (and keep it in the export manifest)."""
+        tm = self._torch_model()
+        dim = int(
+            tm.encode_images(np.zeros((1, 3, tm.image_size, tm.image_size), np.float32)).shape[1]
+        )
+        src = self._source
+        self._record: dict[str, Any] = {
+            "name": src.name,
+            "pretrained": src.pretrained,
+            "checkpoint": src.checkpoint,
+            "dim": dim,
+            "has_text": src.has_text,
+            "image_size": tm.image_size,
+            "preprocess": tm.preprocess_record,
+        }
+        return self._record
+
+    def _torch_model(self) -> TorchModel:
+        if self._torch is None:
+            src = self._source
+            device = self.device if self._runner is None else "cpu"
+            self._torch = TorchModel(
+                src.open_clip_name,
+                src.pretrained,
+                local=src.folder is not None,
+                has_text=src.has_text,
+                device=device,
+                precision=self._precision,
+                cache=self._cache,
+            )
+        return self._torch
+
+    def _export_and_load(self, backend: str) -> Any:
+        """Export once and load ``backend``; on any failure, one warning and None (torch)."""
+        tm = self._torch_model()
+        try:
+            if not self._exports.onnx.is_file():
+                export_onnx(tm.model, tm.image_size, self._exports.onnx)
+            runner = _make_runner(backend, self._exports, self._precision, self._threads)
+            self._exports.write_manifest(self._record)
+            return runner
+        except ConfigError:
+            raise
+        except Exception as exc:
+            log.warning(
+                "backend %s unavailable for %s (%s: %s); using torch",
+                backend,
+                self._source.name,
+                type(exc).__name__,
+                str(exc).splitlines()[0] if str(exc) else "",
+            )
+            return None
+
+    def _calibrate(self) -> str:
+        """Measure torch and every installed runtime here; keep the fastest loaded."""
+        runners: dict[str, Any] = {}
+        for name in RUNTIMES:
+            try:
+                runner = self._export_and_load(name)
+            except ConfigError as exc:  # e.g. a precision this runtime does not offer
+                log.info("calibration: %s skipped (%s)", name, exc)
+                continue
+            if runner is not None:
+                runners[name] = runner
+        tm = self._torch_model()
+        candidates = {"torch": tm.encode_images, **{n: r.run for n, r in runners.items()}}
+        winner = calibrate(self._exports, self._machine_key(), candidates, tm.image_size)
+        self._runner = runners.get(winner)
+        return winner
+
+    # -- public API ---------------------------------------------------------------------
     @property
     def dim(self) -> int:
         return self.info.dim
@@ -217,63 +265,68 @@ class Embedder:
     @property
     def torch_model(self) -> Any:
         """The underlying open_clip model (for evaluation and fine-tuning jobs)."""
-        return self._model
+        return self._torch_model().model
 
-    def embed_tensors(self, batch: torch.Tensor) -> np.ndarray:
-        """Embed a batch of already preprocessed images (N, 3, H, W)."""
-        import torch
+    @property
+    def preprocess(self) -> Callable[[Image.Image], Any]:
+        """open_clip's own image transform (PIL -> tensor) for this model (imports torch)."""
+        if self._torch is not None:
+            return self._torch.preprocess
+        if self._transform is None:
+            from open_clip.transform import image_transform
 
-        with torch.inference_mode():
-            cuda = self.device.startswith("cuda")
-            batch = batch.to(self.device, non_blocking=cuda).contiguous(
-                memory_format=torch.channels_last
+            p = self.info.preprocess
+            self._transform = image_transform(
+                self.info.image_size,
+                is_train=False,
+                mean=tuple(p["mean"]) if p.get("mean") else None,
+                std=tuple(p["std"]) if p.get("std") else None,
+                resize_mode=p.get("resize_mode"),
+                interpolation=p.get("interpolation"),
+                fill_color=int(p.get("fill_color", 0)),
             )
-            if self._autocast_dtype is not None:
-                with torch.autocast("cuda", dtype=self._autocast_dtype):
-                    feats = self._model.encode_image(batch)
-            else:
-                feats = self._model.encode_image(batch)
-            feats = torch.nn.functional.normalize(feats.float(), dim=-1)
-        return feats.cpu().numpy().astype(np.float32, copy=False)
+        return self._transform
+
+    def embed_tensors(self, batch: Any) -> np.ndarray:
+        """Embed a batch of already preprocessed images (N, 3, H, W; a tensor or an array)."""
+        if self._runner is None:
+            return self._torch_model().encode_images(batch)
+        return _normalise(self._runner.run(batch))
 
     def embed_images(
         self, images: Sequence[Image.Image | bytes | str | Path], batch_size: int = 8
     ) -> np.ndarray:
         """Decode (safely), preprocess and embed images; raises ImageError on a bad one."""
-        import torch
-
         out = []
+        size = self.info.image_size
         for start in range(0, len(images), batch_size):
-            chunk = [
-                self.preprocess(open_image(im, draft_size=self.info.image_size))
-                for im in images[start : start + batch_size]
-            ]
-            out.append(self.embed_tensors(torch.stack(chunk)))
+            pics = [open_image(im, draft_size=size) for im in images[start : start + batch_size]]
+            if self._runner is not None and self._pre is not None:  # no torch on this path
+                out.append(self.embed_tensors(self._pre.batch(pics)))
+            else:
+                import torch
+
+                out.append(self.embed_tensors(torch.stack([self.preprocess(p) for p in pics])))
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed text queries; raises TextSearchUnsupported for image-only models."""
-        import torch
-
-        if self._tokenizer is None:
+        """Embed text queries (in PyTorch); raises TextSearchUnsupported for image-only models."""
+        if not self.info.has_text:
             raise TextSearchUnsupported(
                 f"model {self.info.name} is image-only (no trained text tower): "
                 "search by photo or by catalog id instead"
             )
-        with torch.inference_mode():
-            tokens = self._tokenizer(list(texts)).to(self.device)
-            feats = self._model.encode_text(tokens)
-            feats = torch.nn.functional.normalize(feats.float(), dim=-1)
-        return feats.cpu().numpy().astype(np.float32, copy=False)
+        return self._torch_model().encode_texts(list(texts))
 
 
-def _image_size(model: Any) -> int:
-    size = getattr(model.visual, "image_size", 224)
-    if isinstance(size, tuple | list):
-        size = max(size)
-    return int(size)
+def _make_runner(backend: str, exports: ExportCache, precision: str, threads: int) -> Any:
+    from .backends.runtimes import RUNNERS
+
+    return RUNNERS[backend](exports, precision=precision, threads=threads)
 
 
-def _preprocess_summary(model: Any) -> dict[str, Any]:
-    cfg = getattr(model.visual, "preprocess_cfg", None) or {}
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(cfg).items()}
+def _normalise(feats: np.ndarray) -> np.ndarray:
+    """Unit length, as torch.nn.functional.normalize (eps 1e-12)."""
+    feats = np.asarray(feats, np.float32)
+    norms = np.linalg.norm(feats, axis=1, keepdims=True)
+    return (feats / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)

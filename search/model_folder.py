@@ -4,13 +4,23 @@ A ``local-dir:`` model folder holds ``open_clip_config.json``; vsearch adds a ``
 block to it: ``has_text`` (false for image-only models), and for models made by
 ``vsearch finetune`` the base model, the objective and strategy, the options and the
 verdict (``improved``) that ``vsearch promote`` checks.
+
+:func:`locate` resolves a model setting to its :class:`ModelSource` (folder, provenance
+fields, checkpoint digest) without importing torch or loading the model.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .errors import ModelError
+
+log = logging.getLogger(__name__)
 
 LOCAL_DIR_PREFIX = "local-dir:"
 CONFIG_NAME = "open_clip_config.json"
@@ -43,3 +53,86 @@ def finetune_block(model: str | Path) -> dict[str, Any] | None:
     """The block of a model written by ``vsearch finetune`` (None for any other model)."""
     block = read_vsearch_block(model)
     return block if block is not None and "strategy" in block else None
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model comes from, as the embedder records it (read without loading it).
+
+    open_clip_name: what open_clip is asked for; folder: the local folder (built-in and
+    ``local-dir:`` models), None for a hub name; name / pretrained / checkpoint: the
+    provenance fields; config_text: the folder's config (part of the export cache key).
+    """
+
+    open_clip_name: str
+    folder: Path | None
+    has_text: bool
+    name: str
+    pretrained: str
+    checkpoint: str
+    config_text: str = ""
+
+
+def locate(model: str, pretrained: str, cache: Path) -> ModelSource:
+    """Resolve a model setting (built-in, ``local-dir:`` or hub name) without loading it."""
+    from .builtin_model import BUILTIN_PREFIX, builtin_model_dir
+
+    if model.startswith(BUILTIN_PREFIX):
+        folder = builtin_model_dir(cache, model[len(BUILTIN_PREFIX) :])
+        return _folder_source(folder, model, has_text=False)
+    if model.startswith(LOCAL_DIR_PREFIX):
+        folder = Path(model[len(LOCAL_DIR_PREFIX) :]).expanduser().resolve()
+        config = folder / CONFIG_NAME
+        if not config.is_file():
+            raise ModelError(f"model folder {folder} has no {CONFIG_NAME}")
+        try:
+            meta = json.loads(config.read_text()).get("vsearch", {})
+        except json.JSONDecodeError as exc:
+            raise ModelError(f"{config} is not valid JSON: {exc}") from exc
+        # recorded by its absolute path: a searcher started from another working directory
+        # must load the same model from the provenance
+        name = f"{LOCAL_DIR_PREFIX}{folder}"
+        return _folder_source(folder, name, has_text=bool(meta.get("has_text", True)))
+    if not pretrained:
+        raise ModelError(
+            f"model {model!r} needs a pretrained tag (e.g. --pretrained laion2b_s34b_b79k); "
+            "random weights make meaningless embeddings"
+        )
+    return ModelSource(model, None, True, model, pretrained, "")
+
+
+def _folder_source(folder: Path, name: str, *, has_text: bool) -> ModelSource:
+    weights = sorted(folder.glob("open_clip_model.safetensors")) or sorted(
+        folder.glob("*.safetensors")
+    ) + sorted(folder.glob("*.bin")) + sorted(folder.glob("*.pt"))
+    checkpoint = file_digest(weights[0]) if weights else ""
+    try:
+        config_text = (folder / CONFIG_NAME).read_text()
+    except OSError:
+        config_text = ""
+    return ModelSource(
+        f"{LOCAL_DIR_PREFIX}{folder}", folder, has_text, name, "", checkpoint, config_text
+    )
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a weights file (first 16 hex digits), cached beside it by size and mtime."""
+    stat = path.stat()
+    sidecar = path.with_name(path.name + ".sha256")
+    stamp = f"{stat.st_size}:{stat.st_mtime_ns}"
+    try:
+        cached_stamp, digest = sidecar.read_text().split()
+        if cached_stamp == stamp:
+            return digest
+    except (OSError, ValueError):
+        pass
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    digest = h.hexdigest()[:16]
+    try:
+        sidecar.write_text(f"{stamp} {digest}\n")
+    except OSError:
+        log.debug("cannot cache the digest of %s", path)
+    return digest

@@ -117,6 +117,8 @@ class Searcher:
                     device=s.device,
                     precision=s.precision,
                     cache_dir=s.cache_dir,
+                    backend=s.backend,
+                    threads=s.threads,
                 )
                 if emb.info.key != model.key:
                     raise ProvenanceMismatch(

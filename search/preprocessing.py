@@ -1,0 +1,106 @@
+"""open_clip's inference transform in PIL and numpy: the query path without torch.
+
+open_clip's image transform for inference is ``Resize(short side, bicubic) -> CenterCrop ->
+convert to RGB -> ToTensor -> Normalize`` (``resize_mode`` "shortest", the default) or
+``Resize((size, size))`` (``"squash"``). torchvision runs the resize on a PIL image with
+PIL's own ``Image.resize``, so doing the same here, with torchvision's arithmetic for the
+output size and the crop offsets, gives the same pixels (tests/search/test_preprocessing.py
+checks it against open_clip's transform: within one grey level, nearly always equal).
+The parameters come from the model (the ``preprocess`` record of
+:class:`search.embedder.ModelInfo`), never re-typed.
+
+Other modes (``"longest"``, non-square sizes) are not reimplemented: :meth:`Preprocess.of`
+returns None and the caller keeps open_clip's own transform.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+_FILTERS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Resize, crop and normalise a PIL image into the model's float32 (3, H, W) input."""
+
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bicubic"
+    resize_mode: str = "shortest"
+
+    @classmethod
+    def of(cls, record: Mapping[str, Any], image_size: int) -> Preprocess | None:
+        """From a model's preprocessing record; None when this module cannot reproduce it."""
+        size = record.get("size", image_size)
+        if isinstance(size, Sequence) and not isinstance(size, str):
+            if len(set(size)) != 1:
+                return None
+            size = size[0]
+        mode = record.get("resize_mode") or "shortest"
+        interpolation = record.get("interpolation") or "bicubic"
+        if mode not in ("shortest", "squash") or interpolation not in _FILTERS:
+            return None
+        mean, std = record.get("mean"), record.get("std")
+        if mean is None or std is None:
+            return None
+        mean = tuple(mean) * 3 if len(tuple(mean)) == 1 else tuple(mean)
+        std = tuple(std) * 3 if len(tuple(std)) == 1 else tuple(std)
+        return cls(int(size), mean, std, interpolation, mode)  # type: ignore[arg-type]
+
+    def pixels(self, img: Image.Image) -> np.ndarray:
+        """The resized and cropped picture, uint8 (H, W, 3): what ToTensor would read."""
+        if img.mode != "RGB":
+            img = img.convert("RGB")
+        img = self._resize(img)
+        img = _center_crop(img, self.size)
+        return np.asarray(img, dtype=np.uint8)
+
+    def __call__(self, img: Image.Image) -> np.ndarray:
+        """The normalised model input, float32 (3, H, W)."""
+        return self.normalise(self.pixels(img)[None])[0]
+
+    def batch(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """A float32 (N, 3, H, W) batch."""
+        if not images:
+            return np.zeros((0, 3, self.size, self.size), np.float32)
+        return self.normalise(np.stack([self.pixels(im) for im in images]))
+
+    def normalise(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 (N, H, W, 3) -> float32 (N, 3, H, W): x / 255, then (x - mean) / std."""
+        out = pixels.astype(np.float32) / np.float32(255)
+        out -= np.asarray(self.mean, np.float32)
+        out /= np.asarray(self.std, np.float32)
+        return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+
+    def _resize(self, img: Image.Image) -> Image.Image:
+        width, height = img.size
+        if self.resize_mode == "squash":
+            target = (self.size, self.size)
+        else:  # torchvision: the short side becomes size, the long side is truncated
+            short, long = (width, height) if width <= height else (height, width)
+            new_long = int(self.size * long / short)
+            target = (self.size, new_long) if width <= height else (new_long, self.size)
+        if target == (width, height):
+            return img
+        return img.resize(target, _FILTERS[self.interpolation])
+
+
+def _center_crop(img: Image.Image, size: int) -> Image.Image:
+    """torchvision's CenterCrop: pad with black when smaller, round offsets half to even."""
+    width, height = img.size
+    if width < size or height < size:
+        padded = Image.new("RGB", (max(width, size), max(height, size)), (0, 0, 0))
+        padded.paste(img, ((max(size - width, 0)) // 2, (max(size - height, 0)) // 2))
+        img, (width, height) = padded, padded.size
+    top = int(round((height - size) / 2.0))
+    left = int(round((width - size) / 2.0))
+    if (left, top, width, height) == (0, 0, size, size):
+        return img
+    return img.crop((left, top, left + size, top + size))

@@ -1,0 +1,203 @@
+"""Inference backends: same vectors as PyTorch, export cache, auto calibration, fallbacks.
+
+The image tower is exported once per test session (the session cache); every backend's
+vectors are checked against PyTorch's on real photos (cosine >= 0.999).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from search.backends import calibrate as calibration
+from search.embedder import Embedder
+from search.errors import ConfigError, TextSearchUnsupported
+from tests.helpers import PHOTOS, photo, variant
+
+pytestmark = pytest.mark.slow
+RUNTIMES = ("onnxruntime", "openvino")
+MODEL = "builtin:efficientnet-lite0"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def runtime_embedders(cache_dir: Path, embedder: Embedder) -> dict[str, Embedder]:
+    """Both runtimes on the session's model; the first one exports (once per session)."""
+    return {
+        name: Embedder(MODEL, device="cpu", cache_dir=cache_dir, backend=name) for name in RUNTIMES
+    }
+
+
+def _photos() -> list:
+    pics = [photo(name, 400) for name in PHOTOS]
+    return pics + [variant(p, 1) for p in pics[:3]]
+
+
+@pytest.mark.parametrize("backend", RUNTIMES)
+def test_vectors_match_pytorch_on_real_photos(
+    backend: str, runtime_embedders: dict[str, Embedder], embedder: Embedder
+) -> None:
+    emb = runtime_embedders[backend]
+    assert emb.backend == backend and emb.device == "cpu"
+    pics = _photos()
+    ours, ref = emb.embed_images(pics), embedder.embed_images(pics)
+    assert ours.shape == ref.shape == (len(pics), 1280) and ours.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+    cosines = (ours * ref).sum(axis=1)
+    assert cosines.min() >= 0.999, cosines
+    # the same preprocessed batch through both: the graph itself agrees to float rounding
+    batch = np.stack([np.asarray(embedder.preprocess(p)) for p in pics[:4]])
+    same = (emb.embed_tensors(batch) * embedder.embed_tensors(batch)).sum(axis=1)
+    assert same.min() >= 0.99999, same
+    # and neighbours keep their order: a product's other shot is its nearest photo
+    sims = ours[len(PHOTOS) :] @ ours[: len(PHOTOS)].T
+    assert list(sims.argmax(axis=1)) == [0, 1, 2]
+
+
+def test_provenance_records_backend_and_precision_but_keys_match(
+    runtime_embedders: dict[str, Embedder], embedder: Embedder
+) -> None:
+    assert (embedder.info.backend, embedder.info.precision) == ("torch", "fp32")
+    for name, emb in runtime_embedders.items():
+        assert (emb.info.backend, emb.info.precision) == (name, "fp32")
+        assert emb.info.key == embedder.info.key  # the same embedding space
+        assert emb.info.to_dict()["backend"] == name
+        assert emb.info.preprocess == embedder.info.preprocess
+
+
+def test_export_is_cached_by_checkpoint_and_reused(
+    runtime_embedders: dict[str, Embedder], cache_dir: Path
+) -> None:
+    exports = runtime_embedders["openvino"]._exports
+    assert exports.onnx.is_file() and exports.openvino_xml.is_file()
+    manifest = json.loads((exports.root / "manifest.json").read_text())
+    assert manifest["info"]["checkpoint"] == runtime_embedders["openvino"].info.checkpoint
+    assert len(list((cache_dir / "exports").iterdir())) >= 1
+    stamp = exports.onnx.stat().st_mtime_ns
+    again = Embedder(MODEL, device="cpu", cache_dir=cache_dir, backend="onnxruntime")
+    assert exports.onnx.stat().st_mtime_ns == stamp  # not exported again
+    assert again._torch is None  # loaded from the manifest, PyTorch untouched
+
+
+def test_query_path_without_torch(runtime_embedders: dict[str, Embedder], cache_dir: Path) -> None:
+    """A fresh process with the export cached embeds a photo without importing torch."""
+    code = (
+        "import sys\n"
+        "from PIL import Image\n"
+        "from search.embedder import Embedder\n"
+        f"e = Embedder({MODEL!r}, cache_dir={str(cache_dir)!r}, backend='openvino')\n"
+        "v = e.embed_images([Image.new('RGB', (640, 480), (200, 30, 30))])\n"
+        "print(e.backend, v.shape[1], 'torch' in sys.modules, 'open_clip' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["openvino", "1280", "False", "False"]
+
+
+def test_auto_calibrates_once_per_machine_and_reuses_the_choice(
+    runtime_embedders: dict[str, Embedder], cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(calibration, "SECONDS", 0.05)
+    exports = runtime_embedders["openvino"]._exports
+    (exports.root / calibration.CALIBRATION_NAME).unlink(missing_ok=True)
+    auto = Embedder(MODEL, device="cpu", cache_dir=cache_dir, backend="auto", threads=2)
+    data = json.loads((exports.root / calibration.CALIBRATION_NAME).read_text())
+    (key, entry), *rest = data.items()
+    assert not rest and "threads=2" in key
+    assert set(entry["images_per_s"]) == {"torch", *RUNTIMES}
+    assert entry["winner"] == max(entry["images_per_s"], key=entry["images_per_s"].get)
+    assert auto.backend == entry["winner"]
+
+    def boom(*args: object, **kw: object) -> str:
+        raise AssertionError("calibrated again")
+
+    monkeypatch.setattr("search.embedder.calibrate", boom)
+    again = Embedder(MODEL, device="cpu", cache_dir=cache_dir, backend="auto", threads=2)
+    assert again.backend == entry["winner"]
+    data[key]["winner"] = "onnxruntime"  # the stored choice is what decides
+    (exports.root / calibration.CALIBRATION_NAME).write_text(json.dumps(data))
+    forced = Embedder(MODEL, device="cpu", cache_dir=cache_dir, backend="auto", threads=2)
+    assert forced.backend == "onnxruntime" and forced._torch is None
+
+
+def test_export_failure_falls_back_to_torch_with_one_line(
+    embedder: Embedder,
+    cache_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    folder = tmp_path / "model"  # a model of its own: nothing exported for it yet
+    shutil.copytree(cache_dir / "models" / "efficientnet-lite0-v1", folder)
+
+    def broken(*args: object, **kw: object) -> None:
+        raise RuntimeError("unsupported operator Foo\nlong traceback text")
+
+    monkeypatch.setattr("search.embedder.export_onnx", broken)
+    with caplog.at_level(logging.WARNING, logger="search.embedder"):
+        emb = Embedder(f"local-dir:{folder}", device="cpu", cache_dir=cache_dir, backend="openvino")
+    assert emb.backend == "torch" and emb.info.backend == "torch"
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 1 and "using torch" in lines[0] and "unsupported operator Foo" in lines[0]
+    assert "\n" not in lines[0]
+    img = photo("coffee")
+    assert float(emb.embed_images([img])[0] @ embedder.embed_images([img])[0]) > 0.9999
+
+
+def test_settings_errors_are_clear(cache_dir: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown backend"):
+        Embedder(MODEL, device="cpu", cache_dir=cache_dir, backend="tensorrt")
+    with pytest.raises(ConfigError, match="fp32 only"):
+        Embedder(MODEL, device="cpu", cache_dir=cache_dir, backend="onnxruntime", precision="bf16")
+
+
+def test_text_stays_refused_for_an_image_only_model(
+    runtime_embedders: dict[str, Embedder],
+) -> None:
+    emb = runtime_embedders["openvino"]
+    with pytest.raises(TextSearchUnsupported, match="image-only"):
+        emb.embed_texts(["red shoes"])
+    assert emb._torch is None  # refused before loading PyTorch
+
+
+def test_openvino_bf16_where_the_cpu_has_it(
+    runtime_embedders: dict[str, Embedder], embedder: Embedder, cache_dir: Path
+) -> None:
+    import openvino as ov
+
+    if "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        pytest.skip("this CPU has no bf16")
+    bf16 = Embedder(MODEL, device="cpu", cache_dir=cache_dir, backend="openvino", precision="bf16")
+    assert bf16.info.precision == "bf16"
+    pics = _photos()
+    cosines = (bf16.embed_images(pics) * embedder.embed_images(pics)).sum(axis=1)
+    assert cosines.min() >= 0.995, cosines  # measured ~0.9997; not the f32 guarantee
+
+
+def test_indexer_and_searcher_share_the_backend_setting(
+    runtime_embedders: dict[str, Embedder], embedder: Embedder, settings, tmp_path: Path
+) -> None:
+    """A collection built by PyTorch is searched with OpenVINO (same model): allowed."""
+    from indexer.pipeline import run_index
+    from search.searcher import Searcher
+    from tests.helpers import write_folder
+
+    write_folder(tmp_path / "catalog", PHOTOS[:3], per_product=1)
+    report = run_index(tmp_path / "catalog", settings, embedder=embedder)
+    assert report.embedded == 3
+    searcher = Searcher(settings.replace(backend="openvino", query_crops="none"))
+    physical, recorded = searcher._live()
+    assert recorded.backend == "torch" and recorded.precision == "fp32"
+    hits = searcher.similar(photo(PHOTOS[1]), limit=3)
+    assert hits[0].id.startswith(PHOTOS[1]) and hits[0].score > 0.95
+    assert searcher.embedder_for(recorded).backend == "openvino"
+    searcher.store.close()
