@@ -1,13 +1,22 @@
-"""An advisory lock so two indexing runs never write the same collection at once."""
+"""An advisory lock so two indexing runs never write the same collection at once.
+
+The lock is keyed on the store's identity, not on how its URI is spelled:
+``http://127.0.0.1:P``, ``http://localhost:P`` and ``grpc://[::1]:P`` are one server (the
+host is resolved; every loopback address is one machine), and a Lite database is its real
+path (symlinks and ``..`` resolved).
+"""
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import ipaddress
 import os
 import re
+import socket
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import urlsplit
 
 from search.config import Settings
 from search.errors import LockHeldError
@@ -21,9 +30,41 @@ def lock_path(settings: Settings) -> Path:
         base = Path(settings.uri).expanduser().resolve().parent
     else:
         base = Path(settings.cache_dir) / "locks"
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{settings.uri}-{settings.collection}")[-80:]
-    digest = hashlib.sha256(f"{settings.uri}|{settings.collection}".encode()).hexdigest()[:8]
+    identity = store_identity(settings.uri, is_lite=settings.is_lite)
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{identity}-{settings.collection}")[-80:]
+    digest = hashlib.sha256(f"{identity}|{settings.collection}".encode()).hexdigest()[:8]
     return base / f".vsearch-{slug}-{digest}.lock"
+
+
+DEFAULT_MILVUS_PORT = 19530
+
+
+def store_identity(uri: str, *, is_lite: bool) -> str:
+    """One name per store however its URI is written (see the module docstring)."""
+    if is_lite:
+        return "lite:" + str(Path(uri).expanduser().resolve())
+    if uri.startswith("unix:"):
+        return "unix:" + str(Path(uri[len("unix:") :]).resolve())
+    parts = urlsplit(uri if "://" in uri else f"http://{uri}")
+    try:
+        port = parts.port or DEFAULT_MILVUS_PORT
+    except ValueError:
+        port = DEFAULT_MILVUS_PORT
+    return f"milvus:{_canonical_host(parts.hostname or 'localhost')}:{port}"
+
+
+def _canonical_host(host: str) -> str:
+    """Loopback for any loopback name or address; else the lowest resolved address."""
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except OSError:
+        return host.lower()  # unresolvable: its spelling is all there is
+    addresses = sorted({info[4][0] for info in infos})
+    if not addresses:
+        return host.lower()
+    if all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses):
+        return "loopback"
+    return addresses[0]
 
 
 class IndexLock:

@@ -27,16 +27,6 @@ from .types import CollectionInfo, Match
 
 log = logging.getLogger(__name__)
 
-FALLBACK = {
-    400: errors.ConfigError,
-    401: errors.ConfigError,
-    403: errors.ConfigError,
-    404: errors.ItemNotFound,
-    409: errors.ProvenanceMismatch,
-    413: errors.ImageError,
-    422: errors.ConfigError,
-}
-
 
 class RemoteSearcher:
     """Queries a vsearch server's JSON API (``/api/...``) over HTTP."""
@@ -144,7 +134,11 @@ class RemoteSearcher:
 
 
 def _error(resp: httpx.Response) -> errors.VSearchError:
-    """The server's error as the same search.errors class (by name, else by status)."""
+    """The server's error as the same search.errors class (by name, else by status).
+
+    The class <-> status map lives in :mod:`search.errors` (``HTTP_STATUS``), shared with
+    the API that produced the reply.
+    """
     try:
         body = resp.json()
     except ValueError:
@@ -152,11 +146,8 @@ def _error(resp: httpx.Response) -> errors.VSearchError:
     detail = body.get("detail") if isinstance(body, dict) else None
     if not isinstance(detail, str):
         detail = f"HTTP {resp.status_code}: {resp.text[:200]}"
-    cls = getattr(errors, str(body.get("error", "")) if isinstance(body, dict) else "", None)
-    if not (isinstance(cls, type) and issubclass(cls, errors.VSearchError)):
-        cls = FALLBACK.get(resp.status_code)
-        if cls is None:
-            cls = errors.StoreError if resp.status_code >= 500 else errors.VSearchError
+    name = body.get("error") if isinstance(body, dict) else None
+    cls = errors.error_for_reply(resp.status_code, name if isinstance(name, str) else None)
     if resp.status_code == 401:
         detail = f"authentication failed: {detail}"
     return cls(detail)

@@ -19,7 +19,9 @@ from .errors import ConfigError
 
 FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
 TOP_LEVEL_FIELDS = {"id": "id", "image": "image"}
-MAX_IN_VALUES = 1000
+MAX_IN_VALUES = 1000  # values in one field's list
+MAX_FIELDS = 16  # fields in one filter mapping
+MAX_TOTAL_VALUES = 1000  # values over all fields: each is one clause Milvus Lite checks per row
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,13 @@ def field_expr(name: str) -> str:
 
 
 def _range_expr(target: str, rng: Range, name: str) -> list[str]:
+    if rng.min is not None and rng.max is not None:
+        low, high = _number(rng.min, name), _number(rng.max, name)
+        if low > high or (low == high and not (rng.min_inclusive and rng.max_inclusive)):
+            raise ConfigError(
+                f"filter {name!r}: the minimum ({low:g}) is above the maximum ({high:g}); "
+                "nothing can match"
+            )
     parts = []
     if rng.min is not None:
         parts.append(
@@ -118,6 +127,13 @@ def compile_filters(filters: Mapping[str, Any] | None) -> str:
         return ""
     if not isinstance(filters, Mapping):
         raise ConfigError("filters must be a mapping of field name to value")
+    if len(filters) > MAX_FIELDS:
+        raise ConfigError(f"too many filter fields: {len(filters)} (at most {MAX_FIELDS})")
+    if filter_values(filters) > MAX_TOTAL_VALUES:
+        raise ConfigError(
+            f"too many filter values: {filter_values(filters):,} over all fields "
+            f"(at most {MAX_TOTAL_VALUES:,})"
+        )
     clauses: list[str] = []
     for name, spec in filters.items():
         target = field_expr(name)
@@ -128,7 +144,7 @@ def compile_filters(filters: Mapping[str, Any] | None) -> str:
         if isinstance(spec, Range):
             clauses.extend(_range_expr(target, spec, name))
         elif isinstance(spec, list | tuple | set | frozenset):
-            values = sorted(spec, key=repr) if isinstance(spec, set | frozenset) else list(spec)
+            values = _distinct(spec)
             if not values:
                 raise ConfigError(f"filter {name!r}: empty list of values")
             if len(values) > MAX_IN_VALUES:
@@ -141,6 +157,82 @@ def compile_filters(filters: Mapping[str, Any] | None) -> str:
         else:
             clauses.append(f"{target} == {_literal(spec, name)}")
     return " and ".join(f"({c})" for c in clauses)
+
+
+def _distinct(values: Any) -> list[Any]:
+    """The values of a membership filter, duplicates dropped (1 == 1.0 == True aside)."""
+    items = sorted(values, key=repr) if isinstance(values, set | frozenset) else list(values)
+    seen: set[tuple[str, Any]] = set()
+    out = []
+    for v in items:
+        key = (type(v).__name__, v if isinstance(v, str | int | float | bool) else repr(v))
+        if key not in seen:
+            seen.add(key)
+            out.append(v)
+    return out
+
+
+def _values_of(spec: Any) -> list[Any]:
+    """The scalar values a filter spec compares with (range bounds aside)."""
+    if isinstance(spec, Mapping):
+        if "in" in spec and isinstance(spec["in"], list | tuple):
+            return list(spec["in"])
+        return [spec["eq"]] if "eq" in spec else []
+    if isinstance(spec, Range) or spec is None:
+        return []
+    if isinstance(spec, list | tuple | set | frozenset):
+        return _distinct(spec)
+    return [spec]
+
+
+def filter_values(filters: Mapping[str, Any] | None) -> int:
+    """How many values (clauses) a filter mapping compares: its cost per row on Milvus Lite."""
+    if not filters or not isinstance(filters, Mapping):
+        return 0
+    total = 0
+    for spec in filters.values():
+        if isinstance(spec, list | tuple | set | frozenset):
+            total += len(_distinct(spec))
+        elif isinstance(spec, Mapping) and isinstance(spec.get("in"), list | tuple):
+            total += len(_distinct(spec["in"]))
+        else:
+            total += 1
+    return total
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_fields(filters: Mapping[str, Any] | None, fields: Mapping[str, str]) -> None:
+    """Refuse filters on fields the catalog does not have, or of the wrong kind.
+
+    ``fields`` maps each metadata key of the collection to its kind ("number", "text",
+    "bool" or "mixed", see :meth:`search.store.MilvusStore.metadata_fields`). Without this a
+    typo (``colour=red``) or a text price (``{"price": "cheap"}``) silently matches nothing.
+    """
+    if not filters or not isinstance(filters, Mapping):
+        return
+    for name, spec in filters.items():
+        if name in TOP_LEVEL_FIELDS:
+            kind = "text"
+        elif name in fields:
+            kind = fields[name]
+        else:
+            known = ", ".join(sorted(fields)) or "none"
+            raise ConfigError(f"unknown filter field {name!r}; this catalog's fields: {known}")
+        is_range = isinstance(spec, Range) or (
+            isinstance(spec, Mapping) and bool(set(spec) & {"gte", "gt", "lte", "lt"})
+        )
+        if is_range and kind not in ("number", "mixed"):
+            raise ConfigError(f"filter {name!r}: a range needs a numeric field; {name!r} is {kind}")
+        if kind != "number":
+            continue
+        for value in _values_of(spec):
+            if not _is_number(value):
+                raise ConfigError(
+                    f"filter {name!r}: {value!r} is not a number ({name!r} is a numeric field)"
+                )
 
 
 _OPS = ((">=", "gte"), ("<=", "lte"), ("!=", None), (">", "gt"), ("<", "lt"), ("=", "eq"))

@@ -9,7 +9,6 @@ model change is a blue-green switch (:meth:`MilvusStore.set_alias`).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,6 +25,8 @@ from .errors import (
     VSearchError,
 )
 from .filters import quote
+from .lite_health import LiteOpenFailure, capture_lite_open, check_lite_collection, repair_hint
+from .retry import retrying, short
 from .schema import (
     FINGERPRINT_FIELDS,
     OUTPUT_FIELDS,
@@ -55,6 +56,7 @@ class MilvusStore:
         self.settings = settings or Settings()
         self._client: Any = None
         self._loaded: set[str] = set()
+        self._engine: str | None = None
 
     # -- connection -------------------------------------------------------------------
     @property
@@ -70,28 +72,46 @@ class MilvusStore:
         if self.settings.is_lite:
             Path(uri).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
             uri = str(Path(uri).expanduser().resolve())
-        # A server that is restarting gets the same bounded retries as any call; Lite opens
-        # in process (a lock held by another process will not go away by waiting).
-        attempts = 1 if self.settings.is_lite else max(1, self.settings.retries + 1)
-        for attempt in range(1, attempts + 1):
+            # Lite opens in process: a lock held by another process, or a damaged database,
+            # will not go away by waiting; milvus_lite's own traceback is kept for -v only.
             try:
-                return MilvusClient(uri=uri, token=self.settings.token or "", timeout=30)
+                with capture_lite_open() as failure:
+                    return MilvusClient(uri=uri, token=self.settings.token or "", timeout=30)
             except Exception as exc:
-                text = f"{exc}"
-                if self.settings.is_lite and (
-                    "lock" in text.lower() or "Open local milvus" in text
-                ):
-                    raise StoreLockedError(LITE_LOCKED_HINT.format(uri=self.settings.uri)) from exc
-                if attempt == attempts or not _transient(exc):
-                    raise StoreError(
-                        f"cannot connect to Milvus at {self.settings.uri}: {text}"
-                    ) from exc
-                delay = self.settings.retry_backoff * 2 ** (attempt - 1)
-                log.warning(
-                    "cannot connect to Milvus (%s); retry %d in %.1fs", _short(exc), attempt, delay
-                )
-                time.sleep(delay)
+                raise self._lite_open_error(failure, exc) from exc
+        # A server that is restarting gets the same bounded retries as any call.
+        try:
+            for attempt in retrying(self.settings, "connect", log):
+                with attempt:
+                    return MilvusClient(uri=uri, token=self.settings.token or "", timeout=30)
+        except Exception as exc:
+            raise StoreError(
+                f"cannot connect to Milvus at {self.settings.uri}: {short(exc)}"
+            ) from exc
         raise AssertionError("unreachable")
+
+    def _lite_open_error(self, failure: LiteOpenFailure, exc: Exception) -> StoreError:
+        if failure.locked:
+            return StoreLockedError(LITE_LOCKED_HINT.format(uri=self.settings.uri))
+        if failure.error is not None:
+            return StoreError(
+                f"the Milvus Lite database {self.settings.uri} cannot be opened "
+                f"({failure.describe()}); {repair_hint(self.settings.uri)}"
+            )
+        return StoreError(f"cannot open Milvus Lite at {self.settings.uri}: {short(exc)}")
+
+    def is_lite_engine(self) -> bool:
+        """Whether the store is Milvus Lite (embedded, or its server): filters run in Python,
+        one row at a time, so their cost grows with rows x clauses."""
+        if self.settings.is_lite:
+            return True
+        if self._engine is None:
+            try:
+                version = str(self.client.get_server_version())
+            except Exception:  # noqa: BLE001 - unknown engine: assume a real Milvus
+                version = ""
+            self._engine = version
+        return self._engine.startswith("milvus_lite")
 
     def close(self) -> None:
         if self._client is not None:
@@ -102,21 +122,19 @@ class MilvusStore:
                 self._loaded.clear()
 
     def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run a pymilvus call with bounded retries and backoff; raise StoreError at the end."""
-        attempts = max(1, self.settings.retries + 1)
-        for attempt in range(1, attempts + 1):
-            try:
-                return fn(*args, **kwargs)
-            except VSearchError:
-                raise
-            except Exception as exc:
-                if attempt == attempts or not _transient(exc):
-                    raise StoreError(f"Milvus {what} failed: {_short(exc)}") from exc
-                delay = self.settings.retry_backoff * 2 ** (attempt - 1)
-                log.warning(
-                    "Milvus %s failed (%s); retry %d in %.1fs", what, _short(exc), attempt, delay
-                )
-                time.sleep(delay)
+        """Run a pymilvus call with bounded retries and backoff; raise StoreError at the end.
+
+        Retried: failures that say, by type or code, that the server is unreachable or
+        not ready (:func:`search.retry.transient`); anything else fails at once.
+        """
+        try:
+            for attempt in retrying(self.settings, what, log):
+                with attempt:
+                    return fn(*args, **kwargs)
+        except VSearchError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"Milvus {what} failed: {short(exc)}") from exc
         raise AssertionError("unreachable")
 
     # -- collections ------------------------------------------------------------------
@@ -139,6 +157,11 @@ class MilvusStore:
 
     def require(self, name: str) -> str:
         physical = self.resolve(name)
+        if physical is not None and physical != name and not self.exists(physical):
+            raise StoreError(
+                f"alias {name!r} points to {physical!r}, which is missing from "
+                f"{self.settings.uri}; {repair_hint(self.settings.uri)}"
+            )
         if physical is None:
             raise CollectionNotFound(
                 f"collection {name!r} does not exist at {self.settings.uri}; "
@@ -202,6 +225,8 @@ class MilvusStore:
     def ensure_loaded(self, name: str) -> None:
         if name in self._loaded:
             return
+        if self.settings.is_lite:  # a damaged embedded store must not read as empty
+            check_lite_collection(self.settings.uri, name)
         self._call("load_collection", self.client.load_collection, name)
         self._loaded.add(name)
 
@@ -343,6 +368,33 @@ class MilvusStore:
         values.discard(None)
         return sorted(values, key=lambda v: (str(type(v)), v))[:limit]
 
+    def metadata_fields(self, name: str, *, scan: int = 16384) -> dict[str, str]:
+        """Metadata keys of a collection and their kind: "number", "text", "bool" or "mixed".
+
+        Sampled over up to ``scan`` rows (what filters are checked against).
+        """
+        self.ensure_loaded(name)
+        rows = self._call(
+            "query", self.client.query, name, filter="", output_fields=["metadata"], limit=scan
+        )
+        kinds: dict[str, set[str]] = {}
+        for r in rows:
+            meta = r.get("metadata")
+            if isinstance(meta, dict):
+                for key, value in meta.items():
+                    if value is None:
+                        continue
+                    kinds.setdefault(key, set()).add(_kind(value))
+        return {k: (v.pop() if len(v) == 1 else "mixed") for k, v in kinds.items()}
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    return "text" if isinstance(value, str) else "other"
+
 
 def _to_match(hit: Any) -> Match:
     entity = hit.get("entity", {})
@@ -372,25 +424,3 @@ def _chunks_by_bytes(rows: Sequence[dict[str, Any]], budget: int) -> Iterable[li
         size += rb
     if chunk:
         yield chunk
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else exc.__class__.__name__)[:300]
-
-
-def _transient(exc: BaseException) -> bool:
-    """Connection-level failures are retried; schema or argument errors are not."""
-    text = str(exc).lower()
-    markers = (
-        "unavailable",
-        "connect",
-        "timeout",
-        "timed out",
-        "deadline",
-        "reset",
-        "refused",
-        "closed",
-        "not ready",
-    )
-    return any(m in text for m in markers)

@@ -1,15 +1,20 @@
 """JSON HTTP API: search by uploaded photo, by catalog id and by text; items, images, health.
 
 Bad input is a 4xx with a message, never a 5xx: request models validate shapes and bounds,
-``search.errors`` classes map to status codes (:data:`STATUS`), and the error body names
-the class so :class:`search.client.RemoteSearcher` can raise the same exception.
+``search.errors`` classes map to status codes (``search.errors.HTTP_STATUS``, shared with
+the client), and every error has one shape, ``{"detail": "...", "error": "ClassName"}``,
+so :class:`search.client.RemoteSearcher` can raise the same exception. Filters are checked
+against the catalog's fields and their cost, and searches run within a time budget
+(:mod:`ui.limits`). Replies never carry absolute server paths (:func:`redact`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
+from pathlib import PurePosixPath
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -18,57 +23,69 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from search import errors
 from search.types import Match
 
 from . import schemas as s
+from .guard import MAX_JSON_BYTES, error_body, too_deep
 from .images import image_ref
+from .limits import SearchLimits
 from .service import CatalogService
 
 log = logging.getLogger(__name__)
 
-STATUS: dict[type[errors.VSearchError], int] = {
-    errors.ItemNotFound: 404,
-    errors.CollectionNotFound: 404,
-    errors.TextSearchUnsupported: 400,
-    errors.ImageError: 422,
-    errors.ConfigError: 422,
-    errors.CatalogError: 422,
-    errors.ProvenanceMismatch: 409,
-    errors.LockHeldError: 409,
-    errors.SafetyRefusal: 409,
-    errors.StoreError: 503,
-    errors.ModelError: 503,
-    errors.VSearchError: 400,
-}
 BASIC = HTTPBasic(auto_error=False)
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": s.ErrorOut} for code in (400, 401, 404, 409, 422, 503)
+    code: {"model": s.ErrorOut} for code in (400, 401, 404, 409, 413, 422, 503)
 }
+# an absolute POSIX path of two or more parts, not inside a URL (…//host/x) nor a route
+_ABS_PATH = re.compile(
+    r"(?<![\w:/.~-])(/(?!api/|gradio_api/)[^\s'\"`,;()\[\]<>]+/[^\s'\"`,;()\[\]<>]+)"
+)
 
 
-def status_of(exc: errors.VSearchError) -> int:
-    for cls in type(exc).__mro__:
-        if cls in STATUS:
-            return STATUS[cls]
-    return 400
+def redact(text: str) -> str:
+    """``text`` with absolute server paths cut to their last part (``…/name``)."""
+    return _ABS_PATH.sub(lambda m: "…/" + PurePosixPath(m.group(1)).name, text)
 
 
 def error_response(status: int, detail: str, error: str) -> JSONResponse:
-    return JSONResponse({"detail": detail, "error": error}, status_code=status)
+    """The API's one error shape (:func:`ui.guard.error_body`), server paths redacted."""
+    return error_body(status, redact(detail), error)
+
+
+def _framework_error(status: int) -> str:
+    """The ``error`` name of a reply the framework makes itself (no search.errors raised)."""
+    if status in (401, 403):
+        return errors.AuthenticationError.__name__
+    cls = errors.STATUS_FALLBACK.get(status, errors.VSearchError)
+    return "ConfigError" if status in (404, 405) else cls.__name__
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Map library errors and validation failures to JSON 4xx/503 bodies."""
+    """Map library errors, validation failures and framework errors to the one JSON shape."""
 
     @app.exception_handler(errors.VSearchError)
     async def _vsearch(_: Request, exc: errors.VSearchError) -> JSONResponse:
-        return error_response(status_of(exc), str(exc), type(exc).__name__)
+        return error_response(errors.http_status(exc), str(exc), type(exc).__name__)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         return error_response(422, _describe(exc.errors()), "ConfigError")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+        reply = error_response(exc.status_code, detail, _framework_error(exc.status_code))
+        for key, value in (exc.headers or {}).items():
+            reply.headers[key] = value
+        return reply
+
+    @app.exception_handler(RecursionError)
+    async def _deep(_: Request, exc: RecursionError) -> JSONResponse:
+        return error_response(422, "request nested too deep", "ConfigError")
 
 
 def _describe(problems: Any) -> str:
@@ -97,9 +114,11 @@ def _auth_dependency(auth: tuple[str, str] | None) -> list[Any]:
 
 
 def _out(m: Match) -> s.MatchOut:
+    """A match as JSON: a local image is named by its file name, never its server path."""
     is_url = m.image.startswith(("http://", "https://"))
     url = m.image if is_url else f"/api/image?id={quote(m.id, safe='')}"
-    return s.MatchOut(id=m.id, score=m.score, image=m.image, image_url=url, metadata=m.metadata)
+    image = m.image if is_url else PurePosixPath(m.image).name
+    return s.MatchOut(id=m.id, score=m.score, image=image, image_url=url, metadata=m.metadata)
 
 
 def _page(matches: list[Match], limit: int, offset: int) -> s.SearchResponse:
@@ -113,6 +132,7 @@ def build_router(service: CatalogService) -> tuple[APIRouter, APIRouter]:
     """The public router (/health) and the API router (/api/..., behind auth if set)."""
     searcher = service.searcher
     opts = service.options
+    limits = SearchLimits(searcher)
     public = APIRouter()
     api = APIRouter(prefix="/api", dependencies=_auth_dependency(opts.auth), responses=ERRORS)
 
@@ -129,7 +149,7 @@ def build_router(service: CatalogService) -> tuple[APIRouter, APIRouter]:
             collection=st.collection,
             count=st.count,
             model=st.model,
-            error=st.error,
+            error=redact(st.error),
         )
         return JSONResponse(body.model_dump(), status_code=503 if unreachable else 200)
 
@@ -174,13 +194,17 @@ def build_router(service: CatalogService) -> tuple[APIRouter, APIRouter]:
     @api.post("/search/id", response_model=s.SearchResponse)
     def search_id(q: s.IdQuery) -> s.SearchResponse:
         """'More like this': neighbours of a catalog item (no re-embedding)."""
-        hits = searcher.similar_by_id(q.id, **_kw(q, floor(q.min_score)))
+        kw = _kw(q, floor(q.min_score))
+        limits.check(kw["filters"])
+        hits = limits.run(searcher.similar_by_id, q.id, **kw)
         return _page(hits, q.limit, q.offset)
 
     @api.post("/search/text", response_model=s.SearchResponse)
     def search_text(q: s.TextQuery) -> s.SearchResponse:
         """Items matching a text description (400 for image-only models)."""
-        hits = searcher.similar_text(q.text, **_kw(q, floor(q.min_score)))
+        kw = _kw(q, floor(q.min_score))
+        limits.check(kw["filters"])
+        hits = limits.run(searcher.similar_text, q.text, **kw)
         return _page(hits, q.limit, q.offset)
 
     @api.post(
@@ -201,8 +225,9 @@ def build_router(service: CatalogService) -> tuple[APIRouter, APIRouter]:
                 "ImageError",
             )
         parsed = _parse_filters(filters)
+        limits.check(parsed)
         kw = {"limit": limit, "offset": offset, "filters": parsed}
-        hits = searcher.similar(image, **kw, min_score=floor(min_score))
+        hits = limits.run(searcher.similar, image, **kw, min_score=floor(min_score))
         return _page(hits, limit, offset)
 
     return public, api
@@ -220,6 +245,11 @@ def _kw(q: s.Paging, min_score: float) -> dict[str, Any]:
 def _parse_filters(raw: str | None) -> dict[str, Any] | None:
     if raw is None or not raw.strip():
         return None
+    if len(raw) > MAX_JSON_BYTES:
+        raise errors.ConfigError(f"filters too large (limit {MAX_JSON_BYTES:,} characters)")
+    problem = too_deep(raw)
+    if problem:
+        raise errors.ConfigError(f"filters: {problem}")
     try:
         data = json.loads(raw)
     except ValueError as exc:

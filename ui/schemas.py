@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, TypeAdapter
 
+from search.filters import MAX_FIELDS, MAX_IN_VALUES
 from search.searcher import MAX_LIMIT, MAX_OFFSET
 
 NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
@@ -33,14 +34,16 @@ class RangeSpec(BaseModel):
     lte: Int | Num | None = None
     lt: Int | Num | None = None
     eq: Scalar | None = None
-    in_: Annotated[list[Scalar], Field(min_length=1, max_length=1000)] | None = Field(
+    in_: Annotated[list[Scalar], Field(min_length=1, max_length=MAX_IN_VALUES)] | None = Field(
         None, alias="in"
     )
 
 
-FilterValue = Scalar | Annotated[list[Scalar], Field(min_length=1, max_length=1000)] | RangeSpec
+FilterValue = (
+    Scalar | Annotated[list[Scalar], Field(min_length=1, max_length=MAX_IN_VALUES)] | RangeSpec
+)
 Filters = Annotated[
-    dict[Annotated[str, Field(pattern=FIELD_NAME)], FilterValue], Field(max_length=32)
+    dict[Annotated[str, Field(pattern=FIELD_NAME)], FilterValue], Field(max_length=MAX_FIELDS)
 ]
 FILTERS = TypeAdapter(Filters)
 
@@ -79,7 +82,7 @@ class TextQuery(Paging):
 class MatchOut(BaseModel):
     id: str
     score: float
-    image: str = Field(description="stored image reference (path or URL)")
+    image: str = Field(description="the image's file name, or its URL (never a server path)")
     image_url: str = Field(description="where to fetch the image (this API or the URL)")
     metadata: dict[str, Any]
 
@@ -123,5 +126,10 @@ class HealthOut(BaseModel):
 
 
 class ErrorOut(BaseModel):
-    detail: str
-    error: str = Field(description="error class (search.errors), e.g. ItemNotFound")
+    """Every error reply of the server (API, auth, limits) has this one shape."""
+
+    detail: str = Field(description="what went wrong, in one sentence")
+    error: str = Field(
+        description="error class (search.errors), e.g. ItemNotFound, ConfigError, "
+        "AuthenticationError, RequestTooCostly, ServerBusy"
+    )

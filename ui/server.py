@@ -26,10 +26,14 @@ from search import Searcher, Settings  # noqa: E402
 
 from .api import build_router, error_response, install_error_handlers  # noqa: E402
 from .app import CSS, build_blocks  # noqa: E402
+from .docs import DOCS_URL, install_docs  # noqa: E402
+from .guard import RequestGuard  # noqa: E402
 from .service import CatalogService, UiOptions  # noqa: E402
 
 log = logging.getLogger(__name__)
 UPLOAD_ROUTES = ("/api/search/image",)
+JSON_ROUTES = frozenset({"/api/search/id", "/api/search/text"})
+OPENAPI_URL = "/api/openapi.json"
 FORM_OVERHEAD = 64 * 1024
 
 
@@ -43,18 +47,20 @@ def build_app(
         title="vsearch",
         summary="Visual similarity search over a product catalog",
         version="1",
-        docs_url="/api/docs",
+        docs_url=None,  # served from local assets: see ui.docs
         redoc_url=None,
-        openapi_url="/api/openapi.json",
+        openapi_url=OPENAPI_URL,
+        swagger_ui_oauth2_redirect_url=None,
     )
     app.state.service = service
     install_error_handlers(app)
+    install_docs(app, OPENAPI_URL, "vsearch")
     _limit_uploads(app, options.max_upload_bytes)
     public, api = build_router(service)
     app.include_router(public)
     app.include_router(api)
     blocks = build_blocks(service)
-    return gr.mount_gradio_app(
+    app = gr.mount_gradio_app(
         app,
         blocks,
         path="/",
@@ -68,6 +74,30 @@ def build_app(
         server_name=options.host,
         server_port=options.port,
     )
+    # outermost: credentials on every route but /health, JSON size and depth limits
+    app.add_middleware(
+        RequestGuard,
+        auth=options.auth,
+        session_user=_gradio_session(app),
+        json_routes=JSON_ROUTES,
+    )
+    return app
+
+
+def _gradio_session(app: FastAPI) -> Callable[[dict[str, str]], str | None]:
+    """The user logged in through Gradio's login form, from a request's cookies."""
+    gradio_apps = [r.app for r in app.routes if hasattr(getattr(r, "app", None), "cookie_id")]
+
+    def user(cookies: dict[str, str]) -> str | None:
+        for g in gradio_apps:
+            token = cookies.get(f"access-token-{g.cookie_id}") or cookies.get(
+                f"access-token-unsecure-{g.cookie_id}"
+            )
+            if token and token in g.tokens:
+                return str(g.tokens[token])
+        return None
+
+    return user
 
 
 def _limit_uploads(app: FastAPI, max_bytes: int) -> None:
@@ -152,5 +182,8 @@ def serve(
     log.info("listening on %s", url)
     if announce:
         size = f"{st.count:,} items" if not st.error else st.error
-        announce(f"vsearch: serving {st.collection} ({size}) at {url} - API docs at {url}api/docs")
+        announce(
+            f"vsearch: serving {st.collection} ({size}) at {url} - API docs at "
+            f"{url.rstrip('/')}{DOCS_URL}"
+        )
     uvicorn.run(app, host=options.host, port=options.port, log_level="warning")

@@ -127,6 +127,28 @@ def test_a_second_run_on_the_same_collection_is_locked_out(catalog, settings, em
         _index(catalog, settings, embedder, MilvusStore(settings))
 
 
+def test_the_lock_is_keyed_on_the_store_not_the_uri_spelling(tmp_path: Path) -> None:
+    """127.0.0.1 and localhost (and ::1) name one server: one lock, two writers refused."""
+    base = Settings(uri="http://127.0.0.1:19777", lock_dir=str(tmp_path / "locks"))
+    spellings = ["http://localhost:19777", "grpc://[::1]:19777", "https://LOCALHOST:19777/"]
+    with IndexLock(base):
+        for uri in spellings:
+            with pytest.raises(LockHeldError, match="another indexing run"):
+                IndexLock(base.replace(uri=uri)).__enter__()
+        # another port or another collection is another lock
+        with IndexLock(base.replace(uri="http://localhost:19778")):
+            pass
+        with IndexLock(base.replace(collection="other")):
+            pass
+    lite = Settings(uri=str(tmp_path / "data" / "x.db"), lock_dir=str(tmp_path / "locks"))
+    (tmp_path / "data").mkdir()
+    (tmp_path / "alias").symlink_to(tmp_path / "data")
+    with IndexLock(lite):
+        for uri in (f"{tmp_path}/data/../data/x.db", f"{tmp_path}/alias/x.db"):
+            with pytest.raises(LockHeldError):
+                IndexLock(lite.replace(uri=uri)).__enter__()
+
+
 def test_other_model_is_refused_for_index_and_search(
     catalog, settings, embedder, cache_dir, tmp_path
 ) -> None:

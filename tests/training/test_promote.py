@@ -113,7 +113,7 @@ def test_promote_refuses_incomplete_or_worse_versions(two_versions, settings) ->
     store, _, old, new, model_b_dir = two_versions
     store.delete(new, ["coffee-0"])
     store.flush(new)
-    with pytest.raises(SafetyRefusal, match="lacks 1 items"):
+    with pytest.raises(SafetyRefusal, match="1 items of the live collection missing"):
         promote(store, settings.collection, new)
     assert store.resolve(settings.collection) == old
     # a fine-tuned folder that scored worse than its base is never promoted by default
@@ -126,3 +126,46 @@ def test_promote_refuses_incomplete_or_worse_versions(two_versions, settings) ->
     assert promote(store, settings.collection, new, force=True, allow_worse=True).current == new
     with pytest.raises(SafetyRefusal):
         drop_collection(store, settings.collection, new)
+
+
+def test_promote_never_resurrects_items_deleted_from_live(two_versions, settings) -> None:
+    """A version built before a sync that deleted items (and changed a price) is refused,
+    with the one command that catches it up; after that command, promote succeeds and the
+    deleted items stay deleted."""
+    import csv
+    import shlex
+
+    store, manifest, old, new, _ = two_versions
+    rows = list(csv.DictReader(manifest.open()))
+    gone = {r["id"] for r in rows[:2]}
+    kept = [dict(r) for r in rows[2:]]
+    kept[0]["price"] = "999.00"  # a price changed since the build
+    repriced = kept[0]["id"]
+    with manifest.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(kept)
+    from search.embedder import Embedder
+
+    base = Embedder("builtin:efficientnet-lite0", device="cpu", cache_dir=settings.cache_dir)
+    synced = run_index(manifest, settings, embedder=base, store=store)  # the normal cron sync
+    assert synced.collection == old and synced.deleted == 2
+    with pytest.raises(SafetyRefusal) as refused:
+        promote(store, settings.collection, new)
+    message = str(refused.value)
+    assert "2 items deleted from the live collection" in message, message
+    assert "1 items whose image or metadata changed" in message and repriced in message
+    assert store.resolve(settings.collection) == old  # nothing switched
+    # the command the message names brings the version up to date
+    command = shlex.split(message.split("`")[1].replace("CATALOG", str(manifest)))
+    assert command[:2] == ["vsearch", "index"] and f"--collection={new}" not in command
+    store.close()  # the CLI opens the Lite database itself
+    assert main(["--quiet", *command[1:], "--uri", settings.uri, "--device", "cpu"]) == 0
+    store = MilvusStore(settings)
+    result = promote(store, settings.collection, new)
+    assert (result.previous, result.current, result.count) == (old, new, 6)
+    assert store.get(new, sorted(gone)) == []  # not resurrected
+    assert store.get(new, [repriced])[0]["metadata"]["price"] == 999.0
+    searcher = Searcher(settings.replace(alias_ttl=0.0), store=store)
+    hits = {m.id for m in searcher.similar(photo("coffee"), limit=20)}
+    assert hits and not hits & gone

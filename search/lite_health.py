@@ -1,0 +1,123 @@
+"""Damage to an embedded (Milvus Lite) store is detected and named, never read as "empty".
+
+Milvus Lite keeps each collection as ``collections/NAME/manifest.json`` plus the Parquet
+segment files that manifest lists. A segment file removed (or truncated) made the
+collection read as empty, or printed a milvus_lite traceback; here, before a collection is
+first loaded, every segment its manifest lists must exist and its Parquet footer must
+read. A failure raises :class:`~search.errors.StoreError` with the repair command.
+
+Opening the database is watched too (:func:`capture_lite_open`): milvus_lite logs the real
+reason (another process holds the lock, a corrupted manifest) with a traceback and hands
+pymilvus only "Open local milvus failed"; the record is captured, kept for ``-v`` (DEBUG)
+and turned into one line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import StoreError
+
+log = logging.getLogger(__name__)
+LITE_LOGGER = "milvus_lite.server_manager"
+
+
+def repair_hint(uri: str) -> str:
+    """The repair command for a damaged Lite database (rebuild it from the catalog)."""
+    return (
+        f"repair: move it aside and rebuild it from the catalog "
+        f"(mv {uri} {uri}.damaged && vsearch index CATALOG --uri {uri})"
+    )
+
+
+@dataclass
+class LiteOpenFailure:
+    """What milvus_lite logged while failing to open a database (empty when it did not)."""
+
+    error: BaseException | None = None
+
+    @property
+    def locked(self) -> bool:
+        return type(self.error).__name__ == "DataDirLockedError"
+
+    def describe(self) -> str:
+        if self.error is None:
+            return "unknown reason"
+        text = str(self.error).strip().splitlines()
+        return f"{type(self.error).__name__}: {text[0][:200] if text else ''}".rstrip(": ")
+
+
+class _Capture(logging.Handler):
+    def __init__(self, failure: LiteOpenFailure) -> None:
+        super().__init__(logging.DEBUG)
+        self.failure = failure
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info and record.exc_info[1] is not None:
+            self.failure.error = record.exc_info[1]
+        log.debug("milvus_lite: %s", record.getMessage(), exc_info=record.exc_info)
+
+
+@contextmanager
+def capture_lite_open() -> Iterator[LiteOpenFailure]:
+    """Catch milvus_lite's failure record while opening (its traceback goes to DEBUG only)."""
+    failure = LiteOpenFailure()
+    logger = logging.getLogger(LITE_LOGGER)
+    handler = _Capture(failure)
+    saved = logger.propagate, logger.level
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield failure
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate, logger.level = saved
+
+
+def check_lite_collection(uri: str, name: str) -> None:
+    """Raise StoreError when the collection's segment files do not match its manifest."""
+    root = Path(uri).expanduser().resolve()
+    folder = root / "collections" / name
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.exists():
+        return  # an alias, another database, or a layout this check does not know
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        partitions = manifest.get("partitions") or {}
+        listed = [
+            (folder / "partitions" / part / rel)
+            for part, spec in partitions.items()
+            for rel in (spec or {}).get("data_files") or []
+        ]
+    except (OSError, ValueError, AttributeError) as exc:
+        raise StoreError(
+            f"the Milvus Lite database {uri} is damaged: collection {name!r} has an unreadable "
+            f"manifest ({type(exc).__name__}); {repair_hint(uri)}"
+        ) from exc
+    problems = [p for p in (_segment_problem(path) for path in listed) if p]
+    if problems:
+        raise StoreError(
+            f"the Milvus Lite database {uri} is damaged: collection {name!r} "
+            f"{problems[0]}{f' (and {len(problems) - 1} more)' if len(problems) > 1 else ''}; "
+            f"{repair_hint(uri)}"
+        )
+
+
+def _segment_problem(path: Path) -> str:
+    """'' when a Parquet segment exists and its footer reads, else what is wrong with it."""
+    rel = "/".join(path.parts[-3:])
+    if not path.exists():
+        return f"lists the segment {rel}, which is missing"
+    try:
+        import pyarrow.parquet as pq
+
+        pq.read_metadata(path)
+    except Exception as exc:  # noqa: BLE001 - any unreadable footer is damage
+        return f"has an unreadable segment {rel} ({type(exc).__name__})"
+    return ""
