@@ -1,4 +1,4 @@
-"""Reading an item's image bytes: local files, and http(s) URLs with a timeout."""
+"""Reading an item's image bytes: local files, and http(s) URLs (through the downloader)."""
 
 from __future__ import annotations
 
@@ -9,16 +9,28 @@ import stat
 
 from search.errors import ImageError
 
+from .download import MAX_DOWNLOAD_BYTES, DownloadPolicy, download_bytes
+
 log = logging.getLogger(__name__)
-MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
 
 
 def read_image_bytes(
-    ref: str, *, timeout: float = 20.0, max_bytes: int = MAX_DOWNLOAD_BYTES
+    ref: str,
+    *,
+    timeout: float = 20.0,
+    max_bytes: int = MAX_DOWNLOAD_BYTES,
+    allow_private: bool = False,
 ) -> bytes:
-    """The raw bytes of an image reference (a path or an http(s) URL), or ImageError."""
+    """The raw bytes of an image reference (a path or an http(s) URL), or ImageError.
+
+    URLs go through :mod:`indexer.download` (deadlines, SSRF guard, body checks);
+    ``timeout`` is its read timeout, ``allow_private`` lets it reach private hosts.
+    """
     if ref.startswith(("http://", "https://")):
-        return _download(ref, timeout, max_bytes)
+        policy = DownloadPolicy(
+            read_timeout=timeout, max_bytes=max_bytes, allow_private=allow_private
+        )
+        return download_bytes(ref, policy)
     try:
         data = _read_regular_file(ref, max_bytes + 1)
     except FileNotFoundError:
@@ -51,9 +63,3 @@ def _read_regular_file(path: str, limit: int) -> bytes:
                 raise IsADirectoryError(errno.EISDIR, "is a directory", path)
             raise ImageError("not a regular file (FIFO, socket or device)")
         return fh.read(limit)
-
-
-def _download(url: str, timeout: float, max_bytes: int) -> bytes:
-    from .download import DownloadPolicy, download_bytes
-
-    return download_bytes(url, DownloadPolicy(timeout=timeout, max_bytes=max_bytes))

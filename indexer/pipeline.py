@@ -129,7 +129,12 @@ def run_index(
             stored = {k: v for k, v in stored.items() if shard.owns(k)}
         urls = [i.image for i in catalog.items if i.is_url]
         fetched = fetch_catalog_urls(
-            urls, settings.cache_dir, retries=settings.retries, backoff=settings.retry_backoff
+            urls,
+            settings.cache_dir,
+            retries=settings.retries,
+            backoff=settings.retry_backoff,
+            allow_private=settings.allow_private_urls,
+            max_pixels=settings.max_image_pixels,
         )
         plan = make_plan(
             catalog.items, stored, fetched, keep=catalog.protected_ids, may_delete=catalog.complete

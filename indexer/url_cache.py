@@ -2,7 +2,9 @@
 
 Each entry is two files under ``<cache_dir>/urls/<sha256(url)[:2]>/``: the body
 (``<key>.img``) and its record (``<key>.json``: url, ETag, Last-Modified, content type,
-content hash, size). The record's validators turn the next download into a conditional GET
+content hash, size, verified). Only bodies checked whole (length and decode) are stored;
+entries written before that check existed carry ``verified: false`` and are checked once
+on their next use (a body cut short by an old run is dropped and fetched again). The record's validators turn the next download into a conditional GET
 (``If-None-Match`` / ``If-Modified-Since``); a ``304 Not Modified`` reuses the body, so a
 nightly re-run downloads and embeds nothing for unchanged URLs. Writes go through a temp file
 and ``os.replace``: concurrent runs and crashes never leave a torn entry behind.
@@ -17,7 +19,7 @@ import logging
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,7 @@ class CacheEntry:
     content_type: str = ""
     etag: str = ""
     last_modified: str = ""
+    verified: bool = False  # the body was checked whole (length, decode) before caching
 
     def validators(self) -> dict[str, str]:
         """Headers for a conditional GET of this URL."""
@@ -77,17 +80,38 @@ class UrlCache:
         content_type: str = "",
         etag: str = "",
         last_modified: str = "",
+        verified: bool = True,
     ) -> CacheEntry:
-        """Store ``data`` for ``url`` atomically and return the new entry."""
+        """Store ``data`` for ``url`` atomically and return the new entry.
+
+        Only bodies already checked whole belong here (the downloader verifies length and
+        decode first); the body is written before its record, each through a temp file.
+        """
         body, record = self._paths(url)
         body.parent.mkdir(parents=True, exist_ok=True)
         entry = CacheEntry(
-            url, str(body), content_hash, len(data), content_type, etag, last_modified
+            url, str(body), content_hash, len(data), content_type, etag, last_modified, verified
         )
         _atomic_write(body, data)
-        meta = {k: v for k, v in asdict(entry).items() if k != "path"}
-        _atomic_write(record, json.dumps(meta, sort_keys=True).encode())
+        self._write_record(entry)
         return entry
+
+    def _write_record(self, entry: CacheEntry) -> None:
+        meta = {k: v for k, v in asdict(entry).items() if k != "path"}
+        _atomic_write(self._paths(entry.url)[1], json.dumps(meta, sort_keys=True).encode())
+
+    def mark_verified(self, entry: CacheEntry) -> CacheEntry:
+        """Record that an older entry's body was checked and is whole."""
+        entry = replace(entry, verified=True)
+        with contextlib.suppress(OSError):
+            self._write_record(entry)
+        return entry
+
+    def drop(self, url: str) -> None:
+        """Forget ``url`` (record first: a body without a record is never used)."""
+        for path in reversed(self._paths(url)):
+            with contextlib.suppress(OSError):
+                path.unlink()
 
     def touch(self, entry: CacheEntry) -> None:
         """Mark an entry as used now (pruning keeps recently used entries)."""

@@ -86,6 +86,12 @@ class Settings:
         8 * 1024 * 1024, "bytes per upsert request", flag=False
     )  # well under Milvus's 64 MB request limit
     max_image_pixels: int = option(64_000_000, "largest image accepted, in pixels", flag=False)
+    allow_private_urls: bool = option(
+        False,
+        "download catalog URLs from loopback, private and link-local hosts too "
+        "(refused by default: SSRF guard)",
+        section="indexing",
+    )
     max_delete_fraction: float = option(
         0.5, "refuse a sync that would delete more than this share", flag=False
     )

@@ -138,7 +138,15 @@ def server() -> Iterator[CatalogServer]:
         srv.close()
 
 
-POLICY = DownloadPolicy(timeout=0.5, retries=1, backoff=0.01, max_bytes=256 * 1024, workers=4)
+POLICY = DownloadPolicy(
+    read_timeout=0.5,
+    total_timeout=5.0,
+    retries=1,
+    backoff=0.01,
+    max_bytes=256 * 1024,
+    workers=4,
+    allow_private=True,  # the test server is on 127.0.0.1
+)
 
 
 def test_bad_urls_fail_with_reasons_and_good_ones_download(server, tmp_path: Path) -> None:
@@ -221,6 +229,7 @@ def test_index_url_catalog_reruns_without_downloading_or_embedding(
         {"id": "html", "image": f"{server.url}/fake.jpg", "category": "x"},
     ]
     manifest = write_manifest(tmp_path / "cat", rows)
+    settings = settings.replace(allow_private_urls=True)  # the test server is on 127.0.0.1
     store = MilvusStore(settings)
     first = run_index(manifest, settings, embedder=embedder, store=store)
     assert (first.added, first.embedded, first.count) == (3, 3, 3)
