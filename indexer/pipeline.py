@@ -14,49 +14,24 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from search.config import Settings
 from search.embedder import Embedder, ModelInfo
 from search.errors import ProvenanceMismatch, SafetyRefusal, StoreError
-from search.options import option
 from search.store import MilvusStore
 
 from .catalog import Catalog, load_catalog
 from .download import fetch_catalog_urls
 from .lock import IndexLock
 from .plan import Job, Plan, deletion_refusal, make_plan
+from .options import IndexOptions
 from .report import Failure, IndexReport
-from .shard import Shard
 from .tuning import Tuning, choose
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class IndexOptions:
-    """How one run treats the catalog; ``vsearch index`` offers each field as a flag."""
-
-    id_column: str | None = option(None, "manifest id column (default: id, sku or product_id)")
-    image_column: str | None = option(
-        None, "manifest image column (default: image, image_path, path, image_url, url)"
-    )
-    new_version: bool = option(
-        False, "with a different model, build a new collection version beside the live one"
-    )
-    force_delete: bool = option(False, "allow deleting most of the collection")
-    dry_run: bool = option(False, "report what would change; write nothing")
-    shard: Shard | None = option(
-        None,
-        "index only shard K of N (stable hash of the id); deletes only within it. Run "
-        "K=1..N on N machines to split one catalog",
-        metavar="K/N",
-        parse=Shard.parse,
-    )
-    tuning: Tuning | None = None  # explicit pipeline tuning (benchmarks); None: per device
 
 
 def target_collection(

@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _options_class() -> type:
-    from indexer.pipeline import IndexOptions
+    from indexer.options import IndexOptions
 
     return IndexOptions
 
