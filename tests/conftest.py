@@ -18,6 +18,12 @@ from search.config import Settings  # noqa: E402
 from tests.helpers import lite_settings  # noqa: E402
 
 pytest_plugins = ["tests.server_backend"]
+MAX_WORKERS = 4  # each worker starts its own model, Milvus server and browser when it needs them
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: one worker per core, at most MAX_WORKERS."""
+    return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
 
 
 @pytest.fixture(scope="session")
