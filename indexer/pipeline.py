@@ -13,6 +13,7 @@ import logging
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,8 @@ from search.store import MilvusStore
 from .catalog import Catalog, load_catalog
 from .download import fetch_catalog_urls
 from .lock import IndexLock
-from .plan import Job, Plan, deletion_refusal, make_plan
 from .options import IndexOptions
+from .plan import Job, Plan, deletion_refusal, make_plan
 from .report import Failure, IndexReport
 from .tuning import Tuning, choose
 
@@ -216,20 +217,18 @@ def _embed_and_upsert(
         embedder.preprocess, batched=tuning.batched_preprocess, fast_resize=tuning.fast_resize
     )
     draft = embedder.info.image_size if tuning.draft else None
+    refs, members = _distinct_sources(jobs)
     dataset = ImageDataset(
-        [j.local or j.item.image for j in jobs],  # URLs were downloaded into the cache
-        prep,
-        draft_size=draft,
-        max_pixels=max_pixels,
-        raw_jpeg=tuning.device_decode,
+        refs, prep, draft_size=draft, max_pixels=max_pixels, raw_jpeg=tuning.device_decode
     )
     loader = make_loader(
         dataset,
         batch_size=tuning.batch_size,
-        workers=min(tuning.workers, len(jobs)),
+        workers=min(tuning.workers, len(refs)),
         pin_memory=tuning.pin_memory and device.startswith("cuda"),
     )
-    log.info("embedding %d images on %s: %s", len(jobs), device, tuning)
+    log.info("embedding %d images (%d distinct) on %s: %s", len(jobs), len(refs), device, tuning)
+    seen = _SeenVectors()
     writer = _Writer(store, physical) if tuning.async_writes else _SyncWriter(store, physical)
     done = 0
     t0 = time.perf_counter()
@@ -238,27 +237,70 @@ def _embed_and_upsert(
             index, hashes, pixels = model_input(
                 batch, prep, device, max_pixels=max_pixels, draft_size=draft
             )
-            for pos, reason in batch.failed:
-                report.failed.append(Failure(jobs[pos].item.id, reason))
+            for src, reason in batch.failed:
+                report.failed.extend(Failure(jobs[p].item.id, reason) for p in members[src])
             if pixels is not None:
-                vectors = embedder.embed_tensors(pixels)
+                vectors = seen.embed(embedder, pixels, hashes)
                 rows = [
                     _row(jobs[p], v.tolist(), h)
-                    for p, v, h in zip(index, vectors, hashes, strict=True)
+                    for src, v, h in zip(index, vectors, hashes, strict=True)
+                    for p in members[src]
                 ]
                 writer.put(rows)
-                for p in index:
-                    if jobs[p].is_new:
-                        report.added += 1
-                    else:
-                        report.updated += 1
+                added = sum(jobs[p].is_new for src in index for p in members[src])
+                report.added += added
+                report.updated += len(rows) - added
                 report.embedded += len(rows)
-            done += len(index) + len(batch.failed)
+            done += sum(len(members[src]) for src in [*index, *(s for s, _ in batch.failed)])
             if progress:
                 progress(done, len(jobs))
     finally:
         writer.close()
     report.embed_seconds = time.perf_counter() - t0
+
+
+def _distinct_sources(jobs: list[Job]) -> tuple[list[str], list[list[int]]]:
+    """One entry per distinct image source, and the job positions that share it.
+
+    Rows naming the same file (or URLs whose downloads have the same bytes) are read,
+    decoded and embedded once per run; the vector goes to every row.
+    """
+    refs: list[str] = []
+    members: list[list[int]] = []
+    where: dict[str, int] = {}
+    for pos, job in enumerate(jobs):
+        ref = job.local or job.item.image  # URLs were downloaded into the cache
+        key = job.source_sig if job.source_sig.startswith("url:") else ref
+        if key not in where:
+            where[key] = len(refs)
+            refs.append(ref)
+            members.append([])
+        members[where[key]].append(pos)
+    return refs, members
+
+
+class _SeenVectors:
+    """Vectors of the content hashes embedded recently in this run (bounded memory):
+    identical bytes under different file names are embedded once."""
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self.capacity = capacity
+        self.vectors: OrderedDict[str, Any] = OrderedDict()
+
+    def embed(self, embedder: Embedder, pixels: Any, hashes: list[str]) -> list[Any]:
+        first = {h: k for k, h in reversed(list(enumerate(hashes)))}
+        fresh = [k for h, k in first.items() if h not in self.vectors]
+        if fresh:
+            batch = pixels if len(fresh) == len(hashes) else pixels[sorted(fresh)]
+            for k, vector in zip(sorted(fresh), embedder.embed_tensors(batch), strict=True):
+                self.vectors[hashes[k]] = vector
+        out = []
+        for h in hashes:
+            self.vectors.move_to_end(h)
+            out.append(self.vectors[h])
+        while len(self.vectors) > self.capacity:
+            self.vectors.popitem(last=False)
+        return out
 
 
 def _retag(jobs: list[Job], store: MilvusStore, physical: str, report: IndexReport) -> None:

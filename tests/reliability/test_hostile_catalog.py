@@ -131,3 +131,39 @@ def test_hostile_uploads_to_the_query_path(tmp_path: Path, settings: Settings, e
             with pytest.raises(ImageError):
                 searcher.similar(data, limit=3)
     assert searcher.similar(FILES["good.jpg"][0], limit=1)[0].id == "chelsea.jpg"
+
+
+def test_rows_sharing_image_bytes_are_embedded_once(
+    tmp_path: Path, settings: Settings, embedder, monkeypatch
+) -> None:
+    """A manifest of 60 rows over 4 files, two of them byte-identical copies: 3 images are
+    embedded (each distinct content once) and every row gets its file's vector."""
+    from tests.helpers import write_manifest
+
+    root = tmp_path / "catalog"
+    root.mkdir()
+    for name in ("chelsea", "coffee", "rocket"):
+        (root / f"{name}.jpg").write_bytes(hostile.good_jpeg(name))
+    (root / "rocket-copy.jpg").write_bytes(hostile.good_jpeg("rocket"))
+    files = ["chelsea.jpg", "coffee.jpg", "rocket.jpg", "rocket-copy.jpg"]
+    rows = [{"id": f"sku-{i:03d}", "image": files[i % 4], "n": str(i)} for i in range(60)]
+    manifest = write_manifest(root, rows)
+    embedded: list[int] = []
+    original = embedder.embed_tensors
+
+    def counting(batch):  # noqa: ANN001, ANN202
+        embedded.append(len(batch))
+        return original(batch)
+
+    monkeypatch.setattr(embedder, "embed_tensors", counting)
+    report = run_index(manifest, settings.replace(batch_size=8), embedder=embedder)
+    assert sum(embedded) == 3, embedded
+    assert (report.added, report.embedded, report.count) == (60, 60, 60)
+    stored = {r["id"]: r for r in stored_rows(MilvusStore(settings), report.collection)}
+    by_file: dict[str, list[float]] = {}
+    for i, row in enumerate(rows):
+        vector = stored[row["id"]]["vector"]
+        key = "rocket" if "rocket" in row["image"] else row["image"]
+        assert by_file.setdefault(key, vector) == vector, row
+        assert stored[row["id"]]["content_hash"] == content_hash((root / files[i % 4]).read_bytes())
+    assert len({tuple(v) for v in by_file.values()}) == 3
