@@ -18,7 +18,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from search.errors import ImageError
-from search.images import open_image
+from search.images import BYTES_PER_PIXEL, DEFAULT_MAX_BYTES, open_image, sniff_format
 
 from .fetch import read_image_bytes
 from .hashing import content_hash
@@ -85,11 +85,15 @@ class ImageDataset(Dataset):
 
 
 def _plain_jpeg(data: bytes, max_pixels: int) -> bool:
-    """A baseline RGB/grey JPEG within the pixel limit (header only; nothing decoded)."""
+    """A baseline RGB/grey JPEG within the pixel limit and the decode budget (header only;
+    nothing decoded). Anything else takes the CPU path (reduced-scale decode, checks)."""
+    if sniff_format(data[:16]) != "JPEG":
+        return False
     try:
-        with Image.open(io.BytesIO(data)) as probe:
+        with Image.open(io.BytesIO(data), formats=["JPEG"]) as probe:
             w, h = probe.size
-            return probe.format == "JPEG" and probe.mode in ("RGB", "L") and 0 < w * h <= max_pixels
+            fits = 0 < w * h <= max_pixels and w * h * BYTES_PER_PIXEL <= DEFAULT_MAX_BYTES
+            return probe.format == "JPEG" and probe.mode in ("RGB", "L") and fits
     except Exception:
         return False
 

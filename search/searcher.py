@@ -155,8 +155,10 @@ class Searcher:
         physical, model = self._live()
         embedder = self.embedder_for(model)
         kw = {"group_by": group_by}
-        if self.settings.query_crops == "none":
-            vector = embedder.embed_images([image])
+        if self.settings.query_crops == "none":  # decoded here: the settings' pixel limit
+            size = embedder.info.image_size
+            img = open_image(image, max_pixels=self.settings.max_image_pixels, draft_size=size)
+            vector = embedder.embed_images([img])
             return self._search(physical, vector[0], limit, offset, filters, min_score, **kw)
         smallest = min(side for side, _, _ in SCHEMES[self.settings.query_crops])
         draft = int(embedder.info.image_size / smallest) + 1  # the smallest crop keeps detail

@@ -100,6 +100,11 @@ def test_eps_through_indexing_search_and_api_never_reaches_gs(
     assert str(tmp_path) not in resp.text and "gs " not in resp.text
     assert searcher.similar(hostile.good_jpeg(), limit=1)[0].id == "good.jpg"
     assert not fake_gs.exists()
+    # the settings' pixel limit holds on the search path whatever the crop scheme
+    for crops in ("none", "nine"):
+        strict = settings.replace(max_image_pixels=10_000, query_crops=crops)
+        with pytest.raises(ImageError, match="exceeds the limit of 10,000 pixels"):
+            Searcher(strict, embedder=embedder).similar(hostile.good_jpeg(), limit=1)
 
 
 def _encode(fmt: str, mode: str = "RGB", **kw: object) -> bytes:
