@@ -6,7 +6,7 @@ Handlers are thin: they call :class:`ui.service.CatalogService` / ``Searcher`` a
 
 Big photos never hold the page up: the upload is read as a file path (Gradio does not
 decode it), decoded at reduced size (JPEG draft) under the same pixel limit as the API, and
-deleted from Gradio's upload folder once read. Searches run concurrently, up to
+deleted from Gradio's upload folder shortly after it was read. Searches run concurrently, up to
 ``UiOptions.concurrency`` at once, in one shared queue.
 """
 
@@ -14,6 +14,7 @@ deleted from Gradio's upload folder once read. Searches run concurrently, up to
 
 import dataclasses
 import logging
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -24,7 +25,7 @@ from search import Match, VSearchError
 
 from . import crop as crop_tool
 from . import tiles
-from .images import Thumbnails, discard_upload, load_query_photo
+from .images import Thumbnails, UploadJanitor, load_query_photo
 from .messages import (
     about_markdown,
     empty_message,
@@ -79,7 +80,7 @@ class ShopApp:
         self.searcher = service.searcher
         self.thumbs = Thumbnails(service.options.thumb_px)
         self.price_range: tuple[float, float] | None = None  # refreshed on each page load
-        self.upload_root = get_upload_folder()
+        self.uploads = UploadJanitor(get_upload_folder(), service.options.upload_grace_s)
 
     # -- helpers ----------------------------------------------------------------------
     def _filters(
@@ -100,8 +101,9 @@ class ShopApp:
     def _gallery(self, matches: list[Match]) -> list[tuple[Any, str]]:
         """(image, caption) pairs: the named ``search_image`` endpoint's gallery."""
         items = []
+        folder = Path(self.uploads.root) / "vsearch-thumbs"
         for m in matches:
-            img = self.thumbs.for_match(m)
+            img = self.thumbs.file(m, folder)
             if img is None:  # keep the slot: gallery indices must match the results
                 items.append((MISSING, _caption(m) + " · image unavailable"))
             else:
@@ -175,7 +177,7 @@ class ShopApp:
         except VSearchError as exc:
             raise gr.Error(friendly(exc)) from None
         finally:
-            discard_upload(path, self.upload_root)
+            self.uploads.discard(path)
         state = self._photo_state(photo, limit, category, lo, hi)
         # the photo moves to the crop tool; the upload box is free for the next photo
         return (*self._answer(state), crop_tool.stage_html(photo), None)
@@ -266,7 +268,7 @@ class ShopApp:
         except VSearchError as exc:
             raise gr.Error(friendly(exc)) from None
         finally:
-            discard_upload(photo, self.upload_root)
+            self.uploads.discard(photo)
         try:
             hits = self.searcher.similar(
                 img, limit=int(limit), filters=self._filters(category, lo, hi),

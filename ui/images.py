@@ -9,9 +9,12 @@ collection's own rows can be read. URL images are handed back as the URL.
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import logging
 import os
+import tempfile
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +116,23 @@ class Thumbnails:
             return img
         return data_uri(img)
 
+    def file(self, match: Match, folder: str | Path) -> str | None:
+        """The thumbnail as a JPEG file under ``folder`` (a URL stays a URL), written once and
+        atomically: Gradio re-writes a returned PIL image in place on every request, and a
+        concurrent download of the same image could read it half written."""
+        img = self.for_match(match)
+        if img is None or isinstance(img, str):
+            return img
+        data = base64.b64decode(data_uri(img).split(",", 1)[1])
+        target = Path(folder) / f"{hashlib.sha256(data).hexdigest()[:32]}.jpg"
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".thumb-")
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, target)
+        return str(target)
+
 
 def data_uri(img: Image.Image, quality: int = 82) -> str:
     buf = io.BytesIO()
@@ -132,8 +152,8 @@ def load_query_photo(
 
 
 def discard_upload(path: str | Path | None, upload_root: str | Path) -> bool:
-    """Delete a shopper's uploaded file (and its folder when empty) once it has been read;
-    only files inside Gradio's upload folder are touched. True when something was deleted."""
+    """Delete a shopper's uploaded file (and its folder when empty) now; only files inside
+    Gradio's upload folder are touched. True when something was deleted."""
     if not path:
         return False
     try:
@@ -149,3 +169,46 @@ def discard_upload(path: str | Path | None, upload_root: str | Path) -> bool:
     except OSError as exc:
         log.info("could not delete upload %s: %s", path, exc)
         return False
+
+
+class UploadJanitor:
+    """Deletes shoppers' uploads ``grace_s`` seconds after they were read.
+
+    Not at once: Gradio stores uploads by content hash, so two shoppers sending the same
+    photo share one file, and the second handler may still be queued when the first is done.
+    A file written again after it was scheduled (a newer upload of the same photo) is left
+    for that upload's own handler to schedule. Gradio's ``delete_cache`` sweep is the backstop.
+    """
+
+    def __init__(self, upload_root: str | Path, grace_s: float = 30.0) -> None:
+        self.root = str(upload_root)
+        self.grace_s = grace_s
+        self._due: dict[str, float] = {}
+        self._lock = Lock()
+
+    def discard(self, path: str | Path | None, now: float | None = None) -> None:
+        """Schedule ``path`` for deletion and delete whatever is due."""
+        now = time.time() if now is None else now
+        if path:
+            with self._lock:
+                self._due[str(path)] = now
+        self.sweep(now)
+
+    def sweep(self, now: float | None = None) -> list[str]:
+        """Delete the scheduled uploads whose grace time has passed; returns their paths."""
+        now = time.time() if now is None else now
+        with self._lock:
+            due = [(p, t) for p, t in self._due.items() if now - t >= self.grace_s]
+            for p, _ in due:
+                del self._due[p]
+        deleted = []
+        for p, scheduled in due:
+            try:
+                st = os.stat(p)
+            except OSError:
+                continue
+            if max(st.st_mtime, st.st_ctime) > scheduled:  # written again since: not ours
+                continue
+            if discard_upload(p, self.root):
+                deleted.append(p)
+        return deleted

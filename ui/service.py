@@ -48,6 +48,7 @@ class UiOptions:
     concurrency: int = 4
     group_by: tuple[str, ...] = ("product", "group")
     calibrate: bool = True
+    upload_grace_s: float = 30.0  # shoppers' uploads are deleted this long after being read
 
 
 @dataclass(frozen=True)

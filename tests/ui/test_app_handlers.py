@@ -12,6 +12,7 @@ from PIL import Image
 
 from search import ImageError, MilvusStore, Searcher, Settings
 from ui.app import NEAREST, ShopApp
+from ui.images import UploadJanitor
 from ui.service import CatalogService, UiOptions
 from ui.state import ANY
 
@@ -22,7 +23,7 @@ from .conftest import NAMES, SHOP_URL
 def shop(ui_searcher: Searcher, tmp_path_factory: pytest.TempPathFactory) -> ShopApp:
     """The page with the floor off (min_score 0): every product is a "close" one."""
     app = ShopApp(CatalogService(ui_searcher, UiOptions(min_score=0.0)))
-    app.upload_root = str(tmp_path_factory.mktemp("gradio-uploads"))
+    app.uploads = UploadJanitor(tmp_path_factory.mktemp("gradio-uploads"), grace_s=0)
     return app
 
 
@@ -32,7 +33,7 @@ def n_tiles(html: str) -> int:
 
 def uploaded(shop: ShopApp, source: Path, name: str = "photo.jpg") -> str:
     """A copy of ``source`` where Gradio puts uploads (a hash-named folder)."""
-    folder = Path(shop.upload_root) / "0123abcd"
+    folder = Path(shop.uploads.root) / "0123abcd"
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / name
     shutil.copy(source, target)
@@ -67,6 +68,25 @@ def test_new_photo_shows_one_tile_per_product_and_deletes_the_upload(
     assert max(state.photo.size) <= 1024
 
 
+def test_upload_janitor_waits_its_grace_and_spares_a_newer_upload(tmp_path: Path) -> None:
+    janitor = UploadJanitor(tmp_path, grace_s=30)
+    shared = tmp_path / "abc" / "same.jpg"  # Gradio: one file per content hash
+    shared.parent.mkdir()
+    shared.write_bytes(b"x")
+    t0 = shared.stat().st_mtime + 1
+    janitor.discard(shared, now=t0)  # shopper A has read it
+    assert shared.exists() and janitor.sweep(now=t0 + 29) == []  # B may still be queued
+    assert janitor.sweep(now=t0 + 30) == [str(shared)] and not shared.parent.exists()
+    shared.parent.mkdir()
+    shared.write_bytes(b"x")
+    janitor.discard(shared, now=shared.stat().st_mtime - 5)  # written again after scheduling
+    assert janitor.sweep(now=shared.stat().st_mtime + 60) == [] and shared.exists()
+    outside = tmp_path.parent / "not-an-upload.jpg"
+    outside.write_bytes(b"x")
+    janitor.discard(outside, now=0)
+    assert janitor.sweep(now=100) == [] and outside.exists()  # only Gradio's upload folder
+
+
 def test_big_photo_is_decoded_small_and_the_api_pixel_limit_holds(
     shop: ShopApp, ui_searcher: Searcher, embedder, tmp_path: Path, monkeypatch
 ) -> None:
@@ -88,7 +108,7 @@ def test_big_photo_is_decoded_small_and_the_api_pixel_limit_holds(
     small_limit = ui_searcher.settings.replace(max_image_pixels=100_000)
     strict = Searcher(small_limit, store=ui_searcher.store, embedder=embedder)
     app = ShopApp(CatalogService(strict, UiOptions(min_score=0.0)))
-    app.upload_root = shop.upload_root
+    app.uploads = shop.uploads
     photo = tmp_path / "400.png"
     Image.new("RGB", (400, 400), "red").save(photo)  # 160,000 px
     with pytest.raises(gr.Error, match="too many pixels"):
@@ -151,9 +171,9 @@ def test_floor_is_calibrated_from_the_catalog_and_says_no_close_match(
     assert calibration.stored(ui_searcher) == cal == service.calibration()
     assert service.page_floor == cal.floor
     page = ShopApp(service)
-    page.upload_root = shop.upload_root
+    page.uploads = shop.uploads
     red = Image.new("RGB", (300, 300), (200, 20, 20))
-    red_path = Path(shop.upload_root) / "red.png"
+    red_path = Path(shop.uploads.root) / "red.png"
     red.save(red_path)
     html, message, state, more, _, _, _ = page.on_photo(str(red_path), 12, ANY, None, None)
     assert "No close match" in message and 0 < len(state.matches) <= NEAREST
@@ -258,6 +278,7 @@ def test_named_search_image_endpoint_keeps_its_gallery(shop: ShopApp, ui_catalog
     path = uploaded(shop, ui_catalog.parent / "img" / "coffee-0.jpg")
     gallery, message = shop.search_image(path, 4, ANY, None, None)
     assert len(gallery) == 4 and gallery[0][1].startswith("coffee view 0 · kitchen · 20.00")
+    assert Image.open(gallery[0][0]).size[0] <= shop.thumbs.px  # a thumbnail file, written once
     assert "4 result(s)" in message and not Path(path).exists()
 
 

@@ -1,0 +1,271 @@
+"""Shop page under load: a 12 MP phone photo from upload to visible results, and 8 shoppers.
+
+What it does (offline, on the `vsearch demo` sample catalog unless --manifest is given):
+
+1. indexes the catalog with ``vsearch index`` into a fresh Milvus Lite database;
+2. starts ``vsearch serve`` on a free 127.0.0.1 port (it loads the model and calibrates the
+   close-match floor before listening);
+3. **upload to results**: in headless Chromium, ``--uploads`` times: a fresh page, a 12 MP
+   (4000 x 3000) phone-style JPEG set on the photo input, timed until the first result tile's
+   image is visible;
+4. **shoppers**: ``--shoppers`` threads for ``--seconds``, each a ``gradio_client`` session
+   calling the page's named ``/search_image`` endpoint (same decoding path and same search
+   queue as the page's upload handler); half of them upload the 12 MP photo, half a
+   1200 x 900 one. Errors and latency percentiles per photo size;
+5. prints the tables and writes ``docs/bench/page.json`` (``--out``).
+
+Figures depend on the machine and its load (both recorded); no test asserts on them.
+
+    python -m benchmarks.bench_page                       # about 3 minutes on 2 cores
+    python -m benchmarks.bench_page --seconds 60 --uploads 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from PIL import Image, ImageFilter
+
+from benchmarks.common import loadavg, machine, offline, percentile, table, write_json
+
+VSEARCH = str(Path(sys.executable).with_name("vsearch"))
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def phone_photo(source: Path, size: tuple[int, int], target: Path) -> Path:
+    """A phone-sized JPEG of a catalog photo: upscaled, sensor-like noise, quality 90."""
+    img = Image.open(source).convert("RGB").resize(size, Image.Resampling.BICUBIC)
+    noise = Image.effect_noise(size, 12).convert("RGB")
+    img = Image.blend(img, noise, 0.06).filter(ImageFilter.UnsharpMask(2, 60, 2))
+    img.save(target, "JPEG", quality=90)
+    return target
+
+
+def start_server(uri: str, workdir: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    log = (workdir / "serve.log").open("w")
+    proc = subprocess.Popen(
+        [VSEARCH, "serve", "--uri", uri, "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"vsearch serve exited: {(workdir / 'serve.log').read_text()}")
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError("vsearch serve did not start")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def upload_to_results(url: str, photo: Path, runs: int) -> list[float]:
+    """Seconds from setting the photo on the page's input to the first tile image shown."""
+    from playwright.sync_api import sync_playwright
+
+    times = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            for _ in range(runs + 1):  # the first run warms the browser's caches; not counted
+                page = browser.new_page(viewport={"width": 1300, "height": 1000})
+                page.set_default_timeout(120_000)
+                page.goto(url + "/", wait_until="load")
+                page.wait_for_function(
+                    "(document.querySelector('#status')?.innerText || '').includes('items')"
+                )
+                t0 = time.perf_counter()
+                page.locator("#query input[type=file]").set_input_files(str(photo))
+                page.locator("#results .tile img").first.wait_for(state="visible")
+                page.wait_for_function(
+                    "() => { const i = document.querySelector('#results .tile img');"
+                    " return i && i.complete && i.naturalWidth > 0; }"
+                )
+                times.append(time.perf_counter() - t0)
+                page.close()
+        finally:
+            browser.close()
+    return times[1:]
+
+
+def shoppers(url: str, photos: list[Path], n: int, seconds: float) -> list[dict[str, Any]]:
+    """``n`` concurrent gradio_client sessions searching until ``seconds`` have passed."""
+    from gradio_client import Client, handle_file
+
+    records: list[dict[str, Any]] = []
+    lock = threading.Lock()
+    start = threading.Barrier(n)
+    deadline = [0.0]
+
+    def shopper(k: int) -> None:
+        photo = photos[k % len(photos)]
+        client = Client(url + "/", verbose=False)
+        try:
+            start.wait()
+            if k == 0:
+                deadline[0] = time.monotonic() + seconds
+            while not deadline[0]:
+                time.sleep(0.01)
+            while time.monotonic() < deadline[0]:
+                t0 = time.perf_counter()
+                error = ""
+                try:
+                    gallery, _ = client.predict(
+                        handle_file(str(photo)), 12, "Any", None, None, api_name="/search_image"
+                    )
+                    if not gallery:
+                        error = "no results"
+                except Exception as exc:  # a failed request is a figure, not a crash
+                    error = f"{type(exc).__name__}: {exc}"[:200]
+                with lock:
+                    records.append(
+                        {"photo": photo.name, "seconds": time.perf_counter() - t0, "error": error}
+                    )
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=shopper, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return records
+
+
+def summarise(name: str, values: list[float], errors: int = 0) -> dict[str, Any]:
+    return {
+        "what": name,
+        "n": len(values),
+        "errors": errors,
+        "p50_s": round(percentile(values, 50), 3),
+        "p95_s": round(percentile(values, 95), 3),
+        "max_s": round(max(values), 3) if values else float("nan"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--manifest", help="catalog manifest (default: the vsearch demo catalog)")
+    ap.add_argument("--uploads", type=int, default=10, help="timed uploads in Chromium")
+    ap.add_argument("--shoppers", type=int, default=8)
+    ap.add_argument("--seconds", type=float, default=30.0, help="length of the shoppers run")
+    ap.add_argument("--out", default="docs/bench/page.json")
+    ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    args = ap.parse_args(argv)
+    offline()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-page-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VSEARCH_")}
+    env.update(
+        GRADIO_ANALYTICS_ENABLED="False",
+        GRADIO_TEMP_DIR=str(workdir / "gradio"),
+        HF_HUB_OFFLINE="1",
+        VSEARCH_DEVICE="cpu",
+        NO_PROXY="127.0.0.1,localhost",
+    )
+    if os.environ.get("VSEARCH_CACHE_DIR"):
+        env["VSEARCH_CACHE_DIR"] = os.environ["VSEARCH_CACHE_DIR"]
+    try:
+        if args.manifest:
+            manifest = Path(args.manifest)
+        else:
+            from cli.sample import make_sample_catalog
+
+            manifest = make_sample_catalog(workdir / "catalog")
+        uri = str(workdir / "milvus" / "page.db")
+        t0 = time.perf_counter()
+        subprocess.run([VSEARCH, "-q", "index", str(manifest), "--uri", uri], env=env, check=True)
+        index_s = time.perf_counter() - t0
+        first = sorted((manifest.parent).rglob("*.jpg"))[0]
+        big = phone_photo(first, (4000, 3000), workdir / "phone-12mp.jpg")
+        small = phone_photo(first, (1200, 900), workdir / "phone-1mp.jpg")
+        t0 = time.perf_counter()
+        proc, url = start_server(uri, workdir, env)
+        start_s = time.perf_counter() - t0
+        try:
+            uploads = upload_to_results(url, big, args.uploads)
+            load_start = loadavg()
+            records = shoppers(url, [big, small], args.shoppers, args.seconds)
+        finally:
+            stop_server(proc)
+        rows = [summarise("upload 12 MP photo -> results visible (Chromium)", uploads)]
+        for photo in (big, small):
+            mine = [r for r in records if r["photo"] == photo.name]
+            ok = [r["seconds"] for r in mine if not r["error"]]
+            errors = len(mine) - len(ok)
+            label = f"{args.shoppers} shoppers, {photo.name} search (gradio_client)"
+            rows.append(summarise(label, ok, errors))
+        every = [r["seconds"] for r in records if not r["error"]]
+        rows.append(summarise(f"{args.shoppers} shoppers, all", every, len(records) - len(every)))
+        print(table("Shop page", rows, ["what", "n", "errors", "p50_s", "p95_s", "max_s"]))
+        errors = sorted({r["error"] for r in records if r["error"]})
+        if errors:
+            print("errors:", *errors[:5], sep="\n  ")
+        out = write_json(
+            Path(args.out),
+            {
+                "benchmark": "bench_page",
+                "catalog": "vsearch demo sample" if not args.manifest else str(manifest),
+                "photo_12mp": {"size": [4000, 3000], "bytes": big.stat().st_size},
+                "photo_small": {"size": [1200, 900], "bytes": small.stat().st_size},
+                "shoppers": args.shoppers,
+                "seconds": args.seconds,
+                "index_s": round(index_s, 1),
+                "server_start_s": round(start_s, 1),
+                "loadavg_shoppers_start": load_start,
+                "rows": rows,
+                "errors": errors[:20],
+                "machine": machine("cpu"),
+            },
+        )
+        print(f"\nwritten: {out}")
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
