@@ -23,7 +23,24 @@ from .errors import ModelError
 log = logging.getLogger(__name__)
 
 LOCAL_DIR_PREFIX = "local-dir:"
+HF_HUB_PREFIX = "hf-hub:"  # open_clip's own: the hub repository holds config and weights
 CONFIG_NAME = "open_clip_config.json"
+
+
+def split_model_spec(spec: str, default_pretrained: str = "") -> tuple[str, str]:
+    """One model written as text -> ``(model, pretrained)``.
+
+    ``builtin:NAME``, ``local-dir:PATH`` and ``hf-hub:ORG/REPO`` carry no tag; ``NAME:TAG``
+    is an open_clip name and its pretrained tag; a bare ``NAME`` takes ``default_pretrained``.
+    """
+    from .builtin_model import BUILTIN_PREFIX
+
+    if spec.startswith((BUILTIN_PREFIX, LOCAL_DIR_PREFIX, HF_HUB_PREFIX)):
+        return spec, ""
+    if ":" not in spec:
+        return spec, default_pretrained
+    name, tag = spec.split(":", 1)
+    return name, tag
 
 
 def folder_of(model_name: str) -> Path | None:
@@ -74,7 +91,8 @@ class ModelSource:
 
 
 def locate(model: str, pretrained: str, cache: Path) -> ModelSource:
-    """Resolve a model setting (built-in, ``local-dir:`` or hub name) without loading it."""
+    """Resolve a model setting without loading it: every model source is told apart here
+    (``builtin:``, ``local-dir:``, ``hf-hub:``, an open_clip name with a pretrained tag)."""
     from .builtin_model import BUILTIN_PREFIX, builtin_model_dir
 
     if model.startswith(BUILTIN_PREFIX):
@@ -93,6 +111,8 @@ def locate(model: str, pretrained: str, cache: Path) -> ModelSource:
         # must load the same model from the provenance
         name = f"{LOCAL_DIR_PREFIX}{folder}"
         return _folder_source(folder, name, has_text=bool(meta.get("has_text", True)))
+    if model.startswith(HF_HUB_PREFIX):
+        return ModelSource(model, None, True, model, "", "")
     if not pretrained:
         raise ModelError(
             f"model {model!r} needs a pretrained tag (e.g. --pretrained laion2b_s34b_b79k); "

@@ -16,6 +16,7 @@ import numpy as np
 
 from search.config import Settings
 from search.embedder import Embedder
+from search.model_folder import split_model_spec
 
 from .ann import AnnResult, ann_vs_exact
 from .features import extract, extractor_for
@@ -25,15 +26,9 @@ from .retrieval import DEFAULT_KS, retrieval_metrics
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
-PREFIXED = ("builtin:", "local-dir:", "hf-hub:")
 
 
-def parse_model(spec: str, default_pretrained: str = "") -> tuple[str, str]:
-    """``builtin:X``, ``local-dir:PATH``, ``hf-hub:ORG/REPO``, ``NAME:TAG`` or ``NAME``."""
-    if spec.startswith(PREFIXED) or ":" not in spec:
-        return spec, "" if spec.startswith(PREFIXED) else default_pretrained
-    name, tag = spec.split(":", 1)
-    return name, tag
+parse_model = split_model_spec  # "builtin:X", "local-dir:PATH", "hf-hub:R", "NAME:TAG", "NAME"
 
 
 def load_embedder(spec: str, settings: Settings) -> Embedder:

@@ -16,10 +16,10 @@ from typing import Any
 
 import torch
 
-from search.builtin_model import BUILTIN_PREFIX, OPEN_CLIP_CONFIG, builtin_model_dir
+from search.builtin_model import BUILTIN_PREFIX, OPEN_CLIP_CONFIG
 from search.embedder import Embedder
 from search.errors import ModelError
-from search.model_folder import CONFIG_NAME, folder_of
+from search.model_folder import CONFIG_NAME, locate
 
 from .options import FinetuneOptions
 
@@ -33,10 +33,7 @@ def base_model_cfg(embedder: Embedder, cache_dir: str | Path) -> dict[str, Any]:
     import open_clip
 
     name = embedder.info.name
-    if name.startswith(BUILTIN_PREFIX):
-        folder: Path | None = builtin_model_dir(cache_dir, name[len(BUILTIN_PREFIX) :])
-    else:
-        folder = folder_of(name)  # None for a bare open_clip name
+    folder = locate(name, embedder.info.pretrained, Path(cache_dir)).folder  # None: a hub name
     if folder is not None:
         cfg = json.loads((folder / CONFIG_NAME).read_text())["model_cfg"]
     else:
