@@ -29,11 +29,15 @@ from . import common, workload
 log = logging.getLogger("bench_indexing")
 
 
-def load_embedder(device: str, cache_dir: str | None, precision: str = "auto") -> Any:
+def load_embedder(
+    device: str, cache_dir: str | None, precision: str = "auto", backend: str = "torch"
+) -> Any:
     from search.config import DEFAULT_MODEL
     from search.embedder import Embedder
 
-    return Embedder(DEFAULT_MODEL, device=device, precision=precision, cache_dir=cache_dir)
+    return Embedder(
+        DEFAULT_MODEL, device=device, precision=precision, cache_dir=cache_dir, backend=backend
+    )
 
 
 def preprocessed(embedder: Any, paths: list[Path], n: int) -> Any:
@@ -207,6 +211,64 @@ def ablations(device: str, best: Any) -> list[tuple[str, Any]]:
     return [(name, t) for name, t in out if t != best or name.startswith("all on")]
 
 
+def backend_comparison(
+    args: argparse.Namespace, manifest: Path, small: Path, paths: list[Path], tmp: Path
+) -> dict[str, Any]:
+    """a) and b) for each backend on the same images, round-robin; workers sweep per runtime."""
+    from indexer.tuning import device_defaults
+
+    device = "cpu"  # the exported backends run on the CPU
+    default = device_defaults(device)
+    embs = {b: load_embedder(device, args.cache_dir, backend=b) for b in args.backends}
+    pixels = preprocessed(next(iter(embs.values())), paths, max(16, default.batch_size))
+    runs: dict[str, list[dict[str, float]]] = {b: [] for b in embs}
+    for k in range(args.repeats):
+        for name, emb in embs.items():
+            stats: dict[str, float] = {}
+            a = forward_rate(
+                emb, pixels, default.batch_size, default.threads, args.count, stats=stats
+            )
+            b = index_rate(manifest, emb, default, tmp, f"{name}{k}")
+            work_ms = b["main_cpu_ms"] + b["worker_cpu_ms"]
+            runs[name].append(
+                {
+                    "forward_img_s": a,
+                    "indexer_img_s": b["img_s"],
+                    "b_over_a": b["img_s"] / a,
+                    "forward_cpu_ms": 1000 * stats["cpu_s"] / stats["images"],
+                    "indexer_cpu_ms": work_ms,
+                    # all cores busy on this backend's decode + forward work per image
+                    "cpu_ceiling_img_s": 1000 * common.cores() / work_ms,
+                }
+            )
+            log.info("backend %s round %d: a=%.1f b=%.1f img/s", name, k, a, b["img_s"])
+    rows = []
+    base = common.median([r["indexer_img_s"] for r in runs[args.backends[0]]])
+    base_fw = common.median([r["forward_img_s"] for r in runs[args.backends[0]]])
+    for name, reps in runs.items():
+        row = {key: common.median([r[key] for r in reps]) for key in reps[0]}
+        row["backend"] = name
+        row["indexer_vs_first"] = row["indexer_img_s"] / base
+        row["forward_vs_first"] = row["forward_img_s"] / base_fw
+        row["of_cpu_ceiling"] = row["indexer_img_s"] / row["cpu_ceiling_img_s"]
+        rows.append(row)
+    workers = []
+    for name, emb in embs.items():
+        if name == "torch":
+            continue
+        for w in sorted({0, 1, 2, common.cores()}):
+            t = dataclasses.replace(default, workers=w)
+            r = index_rate(small, emb, t, tmp, f"workers-{name}")
+            workers.append({"backend": name, "workers": w, "img_s": r["img_s"]})
+            log.info("backend %s workers %d: %.1f img/s", name, w, r["img_s"])
+    return {
+        "rows": rows,
+        "repeats": runs,
+        "workers": workers,
+        "tuning": dataclasses.asdict(default),
+    }
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from indexer.tuning import Tuning, device_defaults
     from search.embedder import resolve_device
@@ -221,6 +283,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": common.machine(device),
         "workload": workload.describe(manifest.parent) | {"spec": dataclasses.asdict(spec)},
     }
+    if args.backends_only:
+        with tempfile.TemporaryDirectory(prefix="vsearch-bench-", ignore_cleanup_errors=True) as t:
+            result["backends"] = backend_comparison(args, manifest, small, paths, Path(t))
+        return result
     embedder = load_embedder(device, args.cache_dir)
     result["model"] = embedder.info.describe()
     pixels = preprocessed(embedder, paths, min(len(paths), max(args.batches) * 2))
@@ -310,15 +376,44 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             }
             for name, _ in variants
         ]
+        if len(args.backends) > 1:
+            result["backends"] = backend_comparison(args, manifest, small, paths, tmp)
     return result
 
 
-def report(result: dict[str, Any]) -> str:
-    m, s = result["machine"], result["summary"]
+def backend_report(data: dict[str, Any]) -> str:
+    cols = ["backend", "forward_img_s", "indexer_img_s", "forward_vs_first", "indexer_vs_first",
+            "b_over_a", "indexer_cpu_ms", "cpu_ceiling_img_s", "of_cpu_ceiling"]  # fmt: skip
     parts = [
+        common.table(
+            f"Backends, same images, same run (a: forward, b: indexer; tuning {data['tuning']})",
+            data["rows"],
+            cols,
+        )
+    ]
+    if data["workers"]:
+        parts.append(
+            common.table(
+                "Decode workers (indexer, sweep workload)",
+                data["workers"],
+                ["backend", "workers", "img_s"],
+            )
+        )
+    return "\n".join(parts)
+
+
+def report(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    head = [
         f"machine: {m['cores']} cores, {m['cpu']}, device {m['device']}, "
         f"load {m['loadavg_start']} -> {m.get('loadavg_end', '')}",
         f"workload: {result['workload']}",
+    ]
+    if "summary" not in result:  # --backends-only
+        return "\n".join([*head, backend_report(result["backends"])])
+    s = result["summary"]
+    parts = [
+        *head,
         common.table(
             "Compute bound sweep (forward only)",
             result["compute_sweep"],
@@ -366,6 +461,8 @@ def report(result: dict[str, Any]) -> str:
             ["variant", "img_s", "vs_all_on"],
         )
     )
+    if "backends" in result:
+        parts.append(backend_report(result["backends"]))
     return "\n".join(parts)
 
 
@@ -389,6 +486,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--results", type=Path, default=common.RESULTS)
     p.add_argument("--json", type=Path, default=None, help="output file")
     p.add_argument("--quick", action="store_true", help="tiny smoke run (no sweep of the indexer)")
+    p.add_argument(
+        "--backends",
+        nargs="+",
+        default=["torch"],
+        choices=["torch", "onnxruntime", "openvino"],
+        help="compare these inference backends (the first is the baseline of the ratios)",
+    )
+    p.add_argument(
+        "--backends-only", action="store_true", help="only the backend comparison (no sweeps)"
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.count, args.naive_count, args.repeats = min(args.count, 16), 4, 1

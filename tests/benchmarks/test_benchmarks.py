@@ -112,3 +112,46 @@ def test_bench_memory_smoke(tmp_path: Path) -> None:
     for run in data["runs"]:
         assert run["images"] == run["catalog"] and run["failed"] == 0
         assert run["peak_main_mb"] > 50 and run["store_server_peak_mb"] > 0
+
+
+@pytest.mark.slow  # a benchmark script in a subprocess
+def test_bench_indexing_backends_quick(tmp_path: Path, cache_dir: Path) -> None:
+    out = tmp_path / "indexing-backends.json"
+    text = run_script(
+        "benchmarks.bench_indexing", "--quick", "--device", "cpu", "--results", str(tmp_path),
+        "--cache-dir", str(cache_dir), "--json", str(out), "--backends-only",
+        "--backends", "torch", "openvino",
+    )  # fmt: skip
+    data = json.loads(out.read_text())["backends"]
+    rows = {r["backend"]: r for r in data["rows"]}
+    assert set(rows) == {"torch", "openvino"}
+    assert rows["torch"]["indexer_vs_first"] == 1.0
+    for r in rows.values():
+        assert r["forward_img_s"] > 0 and r["indexer_img_s"] > 0
+        assert math.isclose(r["of_cpu_ceiling"], r["indexer_img_s"] / r["cpu_ceiling_img_s"])
+    ov = rows["openvino"]
+    assert math.isclose(
+        ov["indexer_vs_first"], ov["indexer_img_s"] / rows["torch"]["indexer_img_s"]
+    )
+    assert {w["workers"] for w in data["workers"]} >= {0, 1, 2}
+    assert "Backends, same images, same run" in text
+
+
+@pytest.mark.slow  # a benchmark script in a subprocess
+def test_bench_backends_quick(tmp_path: Path, cache_dir: Path) -> None:
+    out = tmp_path / "backends.json"
+    text = run_script(
+        "benchmarks.bench_backends", "--quick", "--results", str(tmp_path),
+        "--cache-dir", str(cache_dir), "--json", str(out),
+    )  # fmt: skip
+    data = json.loads(out.read_text())
+    rows = {r["backend"]: r for r in data["backends"]}
+    assert {"torch/fp32", "onnxruntime/fp32", "openvino/fp32"} <= set(rows)
+    assert rows["torch/fp32"]["vs_torch"] == 1.0 and rows["torch/fp32"]["cos_min"] > 0.9999
+    for name, r in rows.items():
+        assert r["cos_min"] >= 0.999, name  # the same vectors as PyTorch
+        assert 0 < r["query_p50_ms"] <= r["query_p90_ms"] and r["nine_p50_ms"] > 0
+    assert data["chosen_by_auto"] in {"torch", "onnxruntime", "openvino"}
+    decoders = {r["decoder"] for r in data["decode"]}
+    assert {"PIL full decode", "PIL draft (default)"} <= decoders
+    assert "Backends (forward img/s" in text

@@ -1,0 +1,310 @@
+"""Inference backends on this machine: speed, vector agreement, query latency, decoding, cold CLI.
+
+In one run, round-robin so that a drift of the machine's load hits every backend alike:
+  1. forward: images/s of the image tower on preprocessed pixels, batch 1 and 8, every core;
+  2. agreement: cosine of each backend's vectors to PyTorch's on real photos (min and mean);
+  3. query embedding: p50 / p90 ms to embed a phone photo (4032 x 3024 JPEG bytes) the way the
+     server does: decode (JPEG draft), preprocess, embed; whole photo alone and with the
+     default nine crops;
+  4. decoding: ms per catalog JPEG for PIL full decode, PIL draft (the default) and
+     simplejpeg (libjpeg-turbo, DCT-scaled), each followed by the same resize and crop;
+  5. cold CLI: wall time of ``vsearch search photo.jpg`` in a fresh process per backend,
+     the export already cached (what a shell user sees).
+Prints Markdown tables and writes JSON (default bench-results/backends-<device>.json).
+
+    python -m benchmarks.bench_backends              # ~5 minutes on a 2-core CPU
+    python -m benchmarks.bench_backends --quick      # a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import common, workload
+
+log = logging.getLogger("bench_backends")
+MODEL = "builtin:efficientnet-lite0"
+
+
+def configs(precisions: bool) -> list[tuple[str, str]]:
+    """(backend, precision) pairs to measure: every installed one, bf16 where the CPU has it."""
+    from search.backends import RUNTIMES, installed
+
+    out = [("torch", "fp32")] + [(b, "fp32") for b in RUNTIMES if installed(b)]
+    if precisions and installed("openvino"):
+        import openvino as ov
+
+        if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            out.append(("openvino", "bf16"))
+    return out
+
+
+def load(backend: str, precision: str, cache_dir: str, threads: int) -> Any:
+    from search.embedder import Embedder
+
+    t0 = time.perf_counter()
+    emb = Embedder(
+        MODEL, device="cpu", precision=precision, cache_dir=cache_dir, backend=backend,
+        threads=threads,
+    )  # fmt: skip
+    log.info("%s/%s loaded in %.2fs", backend, precision, time.perf_counter() - t0)
+    return emb
+
+
+def forward_rate(emb: Any, pixels: np.ndarray, batch: int, min_s: float) -> float:
+    emb.embed_tensors(pixels[:batch])  # warm-up
+    done, t0 = 0, time.perf_counter()
+    while done < 2 * batch or time.perf_counter() - t0 < min_s:
+        emb.embed_tensors(pixels[:batch])
+        done += batch
+    return done / (time.perf_counter() - t0)
+
+
+def phone_photo() -> bytes:
+    """A 4032 x 3024 JPEG (quality 90) made from a real photo: what a phone uploads."""
+    from PIL import Image
+
+    base = Image.fromarray(workload.skimage_photos()[0]).convert("RGB")
+    buf = io.BytesIO()
+    base.resize((4032, 3024), Image.Resampling.BICUBIC).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def query_ms(emb: Any, photo: bytes, scheme: str) -> float:
+    """One query embedding as the searcher does it (search/searcher.py), in ms."""
+    from search.images import open_image
+    from search.query_crops import SCHEMES, crops
+
+    t0 = time.perf_counter()
+    if scheme == "none":
+        emb.embed_images([photo])
+    else:
+        smallest = min(side for side, _, _ in SCHEMES[scheme])
+        img = open_image(photo, draft_size=int(emb.info.image_size / smallest) + 1)
+        emb.embed_images(crops(img, scheme))
+    return 1000 * (time.perf_counter() - t0)
+
+
+def decode_options(paths: list[Path], size: int) -> list[dict[str, Any]]:
+    """ms per image: decode + resize + centre crop, by decoder (one process, one thread)."""
+    from PIL import Image
+
+    from search.images import open_image
+    from search.preprocessing import Preprocess
+
+    pre = Preprocess.of({"mean": [0.5] * 3, "std": [0.5] * 3}, size)
+    assert pre is not None
+    datas = [p.read_bytes() for p in paths]
+
+    def pil_full(data: bytes) -> Any:
+        return pre.pixels(open_image(data))
+
+    def pil_draft(data: bytes) -> Any:
+        return pre.pixels(open_image(data, draft_size=size))
+
+    options = {"PIL full decode": pil_full, "PIL draft (default)": pil_draft}
+    try:
+        import simplejpeg
+
+        def simple(data: bytes) -> Any:
+            arr = simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=size, min_width=size)
+            return pre.pixels(Image.fromarray(arr))
+
+        options["simplejpeg (DCT-scaled)"] = simple
+    except ImportError:
+        log.info("simplejpeg not installed: skipped")
+    rows = []
+    ref = [pil_draft(d).astype(np.int16) for d in datas[:8]]
+    for name, fn in options.items():
+        fn(datas[0])
+        t0 = time.perf_counter()
+        for data in datas:
+            fn(data)
+        ms = 1000 * (time.perf_counter() - t0) / len(datas)
+        diff = max(
+            float(np.abs(fn(d).astype(np.int16) - r).mean())
+            for d, r in zip(datas, ref, strict=False)
+        )
+        rows.append({"decoder": name, "ms_per_image": ms, "mean_abs_diff_vs_draft": diff})
+    return rows
+
+
+def cold_cli(backends: list[str], photo: Path, catalog: Path, cache_dir: str, runs: int) -> dict:
+    """Median wall seconds of a fresh ``vsearch search`` process per backend."""
+    env = {**os.environ, "VSEARCH_CACHE_DIR": cache_dir, "HF_HUB_OFFLINE": "1"}
+    with tempfile.TemporaryDirectory(prefix="vsearch-cold-") as tmp:
+        env["VSEARCH_URI"] = str(Path(tmp) / "cold.db")
+        cli = [sys.executable, "-m", "cli.main", "-q"]
+        subprocess.run([*cli, "index", str(catalog)], env=env, check=True, capture_output=True)
+        times: dict[str, list[float]] = {b: [] for b in backends}
+        for _ in range(runs):
+            for b in backends:
+                t0 = time.perf_counter()
+                subprocess.run(
+                    [*cli, "search", str(photo), "--backend", b, "-k", "5", "--json"],
+                    env=env, check=True, capture_output=True,
+                )  # fmt: skip
+                times[b].append(time.perf_counter() - t0)
+    return {b: {"median_s": common.median(t), "runs": t} for b, t in times.items()}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from search.embedder import Embedder
+
+    cache_dir = args.cache_dir or str(Path(tempfile.gettempdir()) / "vsearch-bench-cache")
+    threads = args.threads or common.cores()
+    spec = workload.Spec(args.count, args.min_side, args.max_side)
+    manifest = workload.build(args.results / f"workload-{args.count}-{args.min_side}", spec)
+    paths = sorted((manifest.parent / "img").rglob("*.jpg"))
+    result: dict[str, Any] = {
+        "machine": common.machine("cpu") | {"threads": threads},
+        "workload": workload.describe(manifest.parent),
+    }
+    pairs = configs(not args.quick)
+    embs = {f"{b}/{p}": load(b, p, cache_dir, threads) for b, p in pairs}
+    ref = embs["torch/fp32"]
+    result["model"] = ref.info.describe()
+    result["chosen_by_auto"] = Embedder(
+        MODEL, device="cpu", cache_dir=cache_dir, backend="auto", threads=threads
+    ).backend
+    pixels = np.stack([np.asarray(ref.preprocess(_open(p, 224))) for p in paths[:8]])
+    # 1. forward, round-robin
+    rates: dict[tuple[str, int], list[float]] = {}
+    for _ in range(args.repeats):
+        for name, emb in embs.items():
+            for batch in (1, 8):
+                r = forward_rate(emb, pixels, batch, args.min_s)
+                rates.setdefault((name, batch), []).append(r)
+    # 2. agreement on real photos (the workload's and scikit-image's)
+    photos = [_open(p, 0) for p in paths[: args.agree]]
+    ref_vecs = ref.embed_images(photos)
+    # 3. query embedding, interleaved
+    photo = phone_photo()
+    lat: dict[tuple[str, str], list[float]] = {}
+    for emb in embs.values():
+        for scheme in ("none", "nine"):
+            query_ms(emb, photo, scheme)  # warm-up
+    for _ in range(args.queries):
+        for name, emb in embs.items():
+            for scheme in ("none", "nine"):
+                lat.setdefault((name, scheme), []).append(query_ms(emb, photo, scheme))
+    rows = []
+    torch_fw = common.median(rates[("torch/fp32", 8)])
+    for name, emb in embs.items():
+        cos = (emb.embed_images(photos) * ref_vecs).sum(axis=1)
+        fw8 = common.median(rates[(name, 8)])
+        rows.append(
+            {
+                "backend": name,
+                "batch1_img_s": common.median(rates[(name, 1)]),
+                "batch8_img_s": fw8,
+                "vs_torch": fw8 / torch_fw,
+                "cos_min": float(cos.min()),
+                "cos_mean": float(cos.mean()),
+                "query_p50_ms": common.percentile(lat[(name, "none")], 50),
+                "query_p90_ms": common.percentile(lat[(name, "none")], 90),
+                "nine_p50_ms": common.percentile(lat[(name, "nine")], 50),
+                "nine_p90_ms": common.percentile(lat[(name, "nine")], 90),
+            }
+        )
+    result["backends"] = rows
+    # 4. decoding
+    result["decode"] = decode_options(paths[: args.decode_count], 224)
+    # 5. cold CLI
+    if args.cold_runs:
+        with tempfile.TemporaryDirectory(prefix="vsearch-cold-photo-") as tmp:
+            shot = Path(tmp) / "photo.jpg"
+            shot.write_bytes(photo)
+            catalog = workload.prefix(manifest, min(args.count, 32))
+            names = sorted({b for b, _ in pairs}) + ["auto"]
+            result["cold_cli"] = cold_cli(names, shot, catalog, cache_dir, args.cold_runs)
+    result["machine"]["loadavg_end"] = common.loadavg()
+    return result
+
+
+def _open(path: Path, draft: int) -> Any:
+    from search.images import open_image
+
+    return open_image(path, draft_size=draft or None)
+
+
+def report(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    parts = [
+        f"machine: {m['cores']} cores, {m['cpu']}, {m['threads']} threads, "
+        f"load {m['loadavg_start']} -> {m.get('loadavg_end', '')}; model {result['model']}; "
+        f"auto chose: {result['chosen_by_auto']}",
+        common.table(
+            "Backends (forward img/s on preprocessed pixels; query = embed one phone photo)",
+            result["backends"],
+            [
+                "backend",
+                "batch1_img_s",
+                "batch8_img_s",
+                "vs_torch",
+                "cos_min",
+                "cos_mean",
+                "query_p50_ms",
+                "query_p90_ms",
+                "nine_p50_ms",
+                "nine_p90_ms",
+            ],
+        ),  # fmt: skip
+        common.table(
+            "Decoding a catalog JPEG + resize + crop (one thread)",
+            result["decode"],
+            ["decoder", "ms_per_image", "mean_abs_diff_vs_draft"],
+        ),
+    ]
+    if "cold_cli" in result:
+        rows = [{"backend": b, **v} for b, v in result["cold_cli"].items()]
+        parts.append(
+            common.table("Cold `vsearch search photo.jpg` (wall s)", rows, ["backend", "median_s"])
+        )
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    common.offline()
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--count", type=int, default=64, help="workload JPEGs")
+    p.add_argument("--min-side", type=int, default=800)
+    p.add_argument("--max-side", type=int, default=1200)
+    p.add_argument("--threads", type=int, default=0, help="inference threads (0: every core)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--min-s", type=float, default=2.0, help="seconds per forward measurement")
+    p.add_argument("--queries", type=int, default=30)
+    p.add_argument("--agree", type=int, default=32, help="photos in the agreement check")
+    p.add_argument("--decode-count", type=int, default=64)
+    p.add_argument("--cold-runs", type=int, default=3)
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--results", type=Path, default=common.RESULTS)
+    p.add_argument("--json", type=Path, default=None, help="output file")
+    p.add_argument("--quick", action="store_true", help="tiny smoke run")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.count, args.min_side, args.max_side = 8, 256, 320
+        args.repeats, args.min_s, args.queries, args.agree = 1, 0.05, 2, 4
+        args.decode_count, args.cold_runs = 4, 0
+    common.setup_logging("bench_backends", "search")
+    result = run(args)
+    out = args.json or args.results / "backends-cpu.json"
+    common.write_json(out, result)
+    print(report(result))
+    print(f"\nwrote {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
