@@ -1,10 +1,11 @@
 """Downloading catalog images given by http(s) URL: bounded, verified, cached.
 
 One httpx client per run (pooled keep-alive connections) serves a small thread pool. Each
-download attempt has a connect timeout, a read timeout (silence between two reads), a total
-deadline for headers, redirects and body together (enforced on every socket operation, see
-:mod:`indexer.url_guard`) and a minimum average rate once the body has had a few seconds:
-a server that drips bytes fails the attempt, it cannot hold a cron run. Attempts are retried
+download attempt has a connect timeout, a read timeout (silence between two reads), a
+deadline for the headers and a total one for redirects, headers and body together (both
+enforced on every socket operation, see :mod:`indexer.url_guard`), and a minimum average
+rate once the body has had a few seconds: a server that drips bytes fails the attempt, it
+cannot hold a cron run. Attempts are retried
 (tenacity, exponential backoff) after connection errors, timeouts, bodies cut short, 429
 and 5xx; other 4xx fail at once.
 
@@ -49,6 +50,7 @@ class DownloadPolicy:
 
     connect_timeout: float = 10.0
     read_timeout: float = 20.0  # longest silence between two reads
+    header_timeout: float = 20.0  # from sending the request to the end of the headers
     total_timeout: float = 60.0  # one attempt: redirects, headers and body
     min_rate: float = 2048.0  # bytes/s over the body, checked once min_rate_after has passed
     min_rate_after: float = 5.0
@@ -145,7 +147,9 @@ def _attempt(
         for _ in range(policy.max_redirects + 1):
             try:
                 check_url(url, policy.allow_private)
-                with client.stream("GET", url, headers=headers) as resp:
+                with contextlib.ExitStack() as stack:
+                    with deadline(policy.header_timeout):
+                        resp = stack.enter_context(client.stream("GET", url, headers=headers))
                     if resp.is_redirect and "location" in resp.headers:
                         url = str(resp.url.join(resp.headers["location"]))
                         continue

@@ -87,9 +87,11 @@ def check_url(url: str, allow_private: bool) -> None:
 
 @contextlib.contextmanager
 def deadline(seconds: float) -> Iterator[None]:
-    """Every socket operation of this thread inside the block ends by ``seconds`` from now."""
+    """Every socket operation of this thread inside the block ends by ``seconds`` from now
+    (or by the enclosing block's deadline, when that comes first)."""
     previous = getattr(_state, "deadline", None)
-    _state.deadline = time.monotonic() + seconds
+    at = time.monotonic() + seconds
+    _state.deadline = at if previous is None else min(at, previous)
     try:
         yield
     finally:

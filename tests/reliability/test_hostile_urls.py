@@ -160,12 +160,16 @@ def test_drip_body_is_cut_at_the_total_deadline_on_every_attempt(server: RawServ
 
 
 @pytest.mark.slow
-def test_slow_headers_are_cut_at_the_total_deadline(server: RawServer) -> None:
+@pytest.mark.parametrize("header_timeout, total_timeout", [(2.0, 30.0), (30.0, 2.0)])
+def test_slow_headers_are_cut_at_the_header_or_total_deadline(
+    server: RawServer, header_timeout: float, total_timeout: float
+) -> None:
     """Headers sent one byte a second (each read well within the read timeout)."""
     head = _head(length=len(GOOD)) * 4  # long enough to drip past any deadline
     server.routes["/slow-head.jpg"] = lambda c, p, h: server.drip(c, head)
+    limits = policy(retries=0, header_timeout=header_timeout, total_timeout=total_timeout)
     with pytest.raises(ImageError, match="timed out"):
-        download_bytes(server.url + "/slow-head.jpg", policy(retries=0))
+        download_bytes(server.url + "/slow-head.jpg", limits)
     time.sleep(2.5)
     assert server.sent and all(n <= 5 for n in server.sent), server.sent
 
