@@ -78,6 +78,7 @@ class Thumbnails:
         self.px = px
         self.capacity = capacity
         self._cache: OrderedDict[tuple[str, float], Image.Image] = OrderedDict()
+        self._uris: dict[int, tuple[Image.Image, str]] = {}
         self._lock = Lock()
 
     def for_match(self, match: Match) -> Image.Image | str | None:
@@ -114,7 +115,17 @@ class Thumbnails:
         img = self.for_match(match)
         if img is None or isinstance(img, str):
             return img
-        return data_uri(img)
+        key = id(img)  # the cached thumbnail object: its data URI is made once
+        with self._lock:
+            hit = self._uris.get(key)
+            if hit is not None and hit[0] is img:
+                return hit[1]
+        uri = data_uri(img)
+        with self._lock:
+            self._uris[key] = (img, uri)
+            while len(self._uris) > self.capacity:
+                self._uris.pop(next(iter(self._uris)))
+        return uri
 
     def file(self, match: Match, folder: str | Path) -> str | None:
         """The thumbnail as a JPEG file under ``folder`` (a URL stays a URL), written once and

@@ -48,3 +48,22 @@ def test_a_non_image_file_is_not_served_even_with_an_image_name(tmp_path: Path) 
     fake.write_text("secret text")
     assert ref_of(Match("f", 1.0, str(fake), {})).path == fake  # the route serves bytes as stored
     assert Thumbnails().for_match(Match("f", 1.0, str(fake), {})) is None  # the page does not
+
+
+def test_tile_src_is_an_inline_jpeg_made_once(tmp_path: Path, monkeypatch) -> None:
+    import ui.images
+
+    path = tmp_path / "a.png"
+    Image.new("RGB", (800, 400), "red").save(path)
+    thumbs = Thumbnails(px=100)
+    calls = []
+    real = ui.images.data_uri
+    monkeypatch.setattr(ui.images, "data_uri", lambda img: calls.append(1) or real(img))
+    first = thumbs.src(Match("a", 1.0, str(path), {}))
+    assert first.startswith("data:image/jpeg;base64,") and str(path) not in first
+    assert thumbs.src(Match("a", 0.5, str(path), {})) == first and len(calls) == 1
+    assert (
+        thumbs.src(Match("u", 1.0, "https://shop.example/u.jpg", {}))
+        == "https://shop.example/u.jpg"
+    )
+    assert thumbs.src(Match("x", 1.0, "/nonexistent.jpg", {})) is None
