@@ -2,7 +2,8 @@
 
 In one run, round-robin so that a drift of the machine's load hits every backend alike:
   1. forward: images/s of the image tower on preprocessed pixels, batch 1 and 8, every core;
-  2. agreement: cosine of each backend's vectors to PyTorch's on real photos (min and mean);
+  2. agreement: cosine of each backend's vectors to PyTorch's on real photos (min and mean),
+     and how many of each photo's 5 nearest photos by PyTorch's vectors it finds again;
   3. query embedding: p50 / p90 ms to embed a phone photo (4032 x 3024 JPEG bytes) the way the
      server does: decode (JPEG draft), preprocess, embed; whole photo alone and with the
      default nine crops;
@@ -94,6 +95,20 @@ def query_ms(emb: Any, photo: bytes, scheme: str) -> float:
         img = open_image(photo, draft_size=int(emb.info.image_size / smallest) + 1)
         emb.embed_images(crops(img, scheme))
     return 1000 * (time.perf_counter() - t0)
+
+
+def neighbour_recall(vecs: np.ndarray, ref: np.ndarray, k: int) -> float:
+    """Mean share of each photo's k nearest photos (by PyTorch's vectors) found again."""
+    k = min(k, len(ref) - 1)
+    if k < 1:
+        return 1.0
+    got, want = vecs @ vecs.T, ref @ ref.T
+    np.fill_diagonal(got, -np.inf)
+    np.fill_diagonal(want, -np.inf)
+    top_got = np.argsort(-got, axis=1)[:, :k]
+    top_want = np.argsort(-want, axis=1)[:, :k]
+    hits = [len(set(a) & set(b)) / k for a, b in zip(top_got, top_want, strict=True)]
+    return float(np.mean(hits))
 
 
 def decode_options(paths: list[Path], size: int) -> list[dict[str, Any]]:
@@ -202,7 +217,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rows = []
     torch_fw = common.median(rates[("torch/fp32", 8)])
     for name, emb in embs.items():
-        cos = (emb.embed_images(photos) * ref_vecs).sum(axis=1)
+        vecs = emb.embed_images(photos)
+        cos = (vecs * ref_vecs).sum(axis=1)
         fw8 = common.median(rates[(name, 8)])
         rows.append(
             {
@@ -212,6 +228,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "vs_torch": fw8 / torch_fw,
                 "cos_min": float(cos.min()),
                 "cos_mean": float(cos.mean()),
+                "recall_at5_vs_torch": neighbour_recall(vecs, ref_vecs, 5),
                 "query_p50_ms": common.percentile(lat[(name, "none")], 50),
                 "query_p90_ms": common.percentile(lat[(name, "none")], 90),
                 "nine_p50_ms": common.percentile(lat[(name, "nine")], 50),
@@ -255,6 +272,7 @@ def report(result: dict[str, Any]) -> str:
                 "vs_torch",
                 "cos_min",
                 "cos_mean",
+                "recall_at5_vs_torch",
                 "query_p50_ms",
                 "query_p90_ms",
                 "nine_p50_ms",
