@@ -77,7 +77,8 @@ def capture_lite_open() -> Iterator[LiteOpenFailure]:
         yield failure
     finally:
         logger.removeHandler(handler)
-        logger.propagate, logger.level = saved
+        logger.propagate = saved[0]
+        logger.setLevel(saved[1])  # not .level =: setLevel clears logging's cache
 
 
 def check_lite_collection(uri: str, name: str) -> None:
