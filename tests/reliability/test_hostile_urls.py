@@ -356,3 +356,29 @@ def test_index_with_default_settings_refuses_a_loopback_catalog_url(
     allowed = settings.replace(allow_private_urls=True)
     report = run_index(manifest, allowed, embedder=embedder)
     assert report.count == 1 and server.requests["/good.jpg"] == 1
+
+
+def test_a_cache_write_that_fails_leaves_no_entry(
+    server: RawServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The body and its record each go through a temp file and os.replace: a failure (disk
+    full, a crash) leaves neither a torn body nor a record pointing at one."""
+    from indexer import url_cache
+
+    url = server.url + "/good.jpg"
+    cache = UrlCache(tmp_path / "urls")
+    real = url_cache.os.replace
+
+    def failing(src: str, dst: str) -> None:
+        if str(dst).endswith(".json"):  # the body is in place, its record cannot be
+            raise OSError(28, "No space left on device")
+        real(src, dst)
+
+    monkeypatch.setattr(url_cache.os, "replace", failing)
+    got = Downloader(cache, policy()).fetch(url)
+    assert got.status == "failed" and "cannot write the URL cache" in got.error
+    assert cache.get(url) is None
+    assert not [p for p in _cached_files(tmp_path / "urls") if p.name.startswith(".tmp-")]
+    monkeypatch.setattr(url_cache.os, "replace", real)
+    assert Downloader(cache, policy()).fetch(url).status == "downloaded"
+    assert cache.get(url) is not None and cache.get(url).verified
