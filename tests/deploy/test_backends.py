@@ -158,7 +158,7 @@ def test_alias_promote_switches_live_collection(indexed: Indexed, embedder) -> N
     rows = store.get(blue, [f"{n}-{k}" for n in NAMES for k in range(2)], vectors=True)
     store.upsert(green, [{**r, "vector": list(r["vector"])} for r in rows[:-1]])
     store.flush(green)
-    with pytest.raises(SafetyRefusal, match="lacks 1 items"):
+    with pytest.raises(SafetyRefusal, match="1 items of the live collection missing"):
         promote(store, alias, green)
     store.upsert(green, [{**rows[-1], "vector": list(rows[-1]["vector"])}])
     done = promote(store, alias, green)
