@@ -12,7 +12,7 @@ import dataclasses
 import typing
 from typing import Any, TypeVar
 
-from search.options import base_type, described_fields
+from search.options import base_type, described_fields, public_name
 
 T = TypeVar("T")
 
@@ -43,13 +43,14 @@ def add_flags(
             continue
         default = None if f.default is dataclasses.MISSING else f.default
         help_text = meta["help"]
+        spelled = public_name(f)
         if env_prefix:
-            help_text += f" (env {env_prefix}{f.name.upper()})"
+            help_text += f" (env {env_prefix}{spelled.upper()})"
         kind, _ = base_type(hint)
         if kind is bool:
             negative = bool(default) and not unset
             parser.add_argument(
-                _flag(f.name, negative),
+                _flag(spelled, negative),
                 dest=f.name,
                 action="store_false" if negative else "store_true",
                 default=None if unset else default,
@@ -68,7 +69,7 @@ def add_flags(
         if meta.get("metavar"):
             kwargs["metavar"] = meta["metavar"]
         kwargs["default"] = None if unset else default
-        parser.add_argument(_flag(f.name), **kwargs)
+        parser.add_argument(_flag(spelled), **kwargs)
 
 
 def given(cls: type, args: argparse.Namespace) -> dict[str, Any]:
@@ -78,9 +79,8 @@ def given(cls: type, args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, f.name, None)
         if value is None:
             continue
-        parse = f.metadata.get("parse")
-        if parse is not None and isinstance(value, str):
-            value = parse(value)
+        if f.metadata.get("parse") is not None and isinstance(value, str):
+            value = f.metadata["parse"](value)
         values[f.name] = tuple(value) if isinstance(value, list) else value
     return values
 

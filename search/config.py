@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .backends import BACKENDS, PRECISIONS
 from .errors import ConfigError
-from .options import check_choices, convert, described_fields, option
+from .options import check_choices, from_env, option
 
 DEFAULT_MODEL = "builtin:efficientnet-lite0"
 ENV_PREFIX = "VSEARCH_"
@@ -148,11 +148,7 @@ class Settings:
         Overrides whose value is ``None`` are ignored, so CLI flags can be passed as-is.
         """
         env = os.environ if env is None else env
-        values: dict[str, object] = {}
-        for f, hint in described_fields(cls):
-            raw = env.get(ENV_PREFIX + f.name.upper())
-            if raw is not None and raw != "":
-                values[f.name] = convert(ENV_PREFIX + f.name.upper(), raw, hint)
+        values: dict[str, object] = from_env(cls, env, ENV_PREFIX)
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
             return cls(**values)  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .errors import ConfigError
@@ -35,13 +35,16 @@ def option(
     section: str = "",
     metavar: str | None = None,
     parse: Callable[[str], Any] | None = None,
+    name: str | None = None,
 ) -> Any:
     """A dataclass field with its help text (``flag=False``: not offered on the CLI).
 
     ``parse`` turns a flag's text into the field's value (e.g. ``Shard.parse`` for "2/4");
-    it may raise ConfigError.
+    it may raise ConfigError. ``name``: the flag's and variable's spelling when it differs
+    from the field's (``max_upload_bytes`` is given as ``--max-upload-mb``).
     """
     meta = {
+        "name": name,
         "help": help,
         "parse": parse,
         "choices": choices,
@@ -52,6 +55,28 @@ def option(
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+def public_name(f: dataclasses.Field) -> str:
+    """How a field is spelled as a flag (with dashes) and a variable (upper case)."""
+    return f.metadata.get("name") or f.name
+
+
+def from_text(f: dataclasses.Field, hint: Any, label: str, raw: str) -> Any:
+    """A field's value from text: its ``parse`` function, else its type."""
+    parse = f.metadata.get("parse")
+    return parse(raw) if parse is not None else convert(label, raw, hint)
+
+
+def from_env(cls: type, env: Mapping[str, str], prefix: str) -> dict[str, Any]:
+    """The fields of ``cls`` set in ``env`` (``prefix`` + NAME), converted to their types."""
+    values = {}
+    for f, hint in described_fields(cls):
+        label = prefix + public_name(f).upper()
+        raw = env.get(label)
+        if raw is not None and raw != "":
+            values[f.name] = from_text(f, hint, label, raw)
+    return values
 
 
 def described_fields(cls: type) -> list[tuple[dataclasses.Field, type]]:

@@ -13,12 +13,29 @@ from typing import Any
 
 from PIL import Image
 
-from search import Searcher, VSearchError
+from search import ConfigError, Searcher, VSearchError
 from search import calibration as calib
+from search.options import option
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_UPLOAD = 10 * 1024 * 1024
+
+
+def parse_auth(raw: str) -> tuple[str, str]:
+    """``USER:PASSWORD`` (the password may hold colons)."""
+    user, sep, password = raw.partition(":")
+    if not sep or not user or not password:
+        raise ConfigError("--auth / VSEARCH_AUTH must be USER:PASSWORD")
+    return user, password
+
+
+def megabytes(raw: str) -> int:
+    """``"2.5"`` (MB) -> bytes."""
+    try:
+        return int(float(raw) * 1024 * 1024)
+    except ValueError:
+        raise ConfigError(f"{raw!r} is not a number of megabytes") from None
 
 
 @dataclass(frozen=True)
@@ -34,21 +51,46 @@ class UiOptions:
         the floor at start-up when the collection has none.
     """
 
-    host: str = "127.0.0.1"
-    port: int = 7860
-    auth: tuple[str, str] | None = None
-    max_upload_bytes: int = DEFAULT_MAX_UPLOAD
-    min_score: float | None = None
-    page_size: int = 12
+    host: str = option("127.0.0.1", "interface to bind (default 127.0.0.1)")
+    port: int = option(7860, "port (default 7860)")
+    auth: tuple[str, str] | None = option(
+        None,
+        "require this login for the page and the API",
+        metavar="USER:PASSWORD",
+        parse=parse_auth,
+    )
+    max_upload_bytes: int = option(
+        DEFAULT_MAX_UPLOAD,
+        "largest query photo accepted, in MB (default 10)",
+        name="max_upload_mb",
+        metavar="MB",
+        parse=megabytes,
+    )
+    min_score: float | None = option(
+        None,
+        "similarity floor: results below it are not shown (default: the page uses the "
+        "catalog's calibrated floor)",
+    )
+    page_size: int = option(12, "results per page shown by default (default 12)")
     max_page_size: int = 100
-    title: str = "Visual product search"
+    title: str = option("Visual product search", "page title")
     thumb_px: int = 384
     facet_keys: tuple[str, ...] = ("category",)
     range_key: str = "price"
-    concurrency: int = 4
+    concurrency: int = option(4, "page searches run at once; more wait in the queue (default 4)")
     group_by: tuple[str, ...] = ("product", "group")
     calibrate: bool = True
     upload_grace_s: float = 30.0  # shoppers' uploads are deleted this long after being read
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"port {self.port} is out of range")
+        if self.max_upload_bytes <= 0:
+            raise ConfigError("--max-upload-mb must be positive")
+        if not 1 <= self.page_size <= self.max_page_size:
+            raise ConfigError(f"--page-size must be between 1 and {self.max_page_size}")
+        if not 1 <= self.concurrency <= 64:
+            raise ConfigError("--concurrency must be between 1 and 64")
 
 
 @dataclass(frozen=True)
