@@ -33,4 +33,29 @@ class IndexOptions:
         metavar="K/N",
         parse=Shard.parse,
     )
+    engine: str = option(
+        "local",
+        "where images are decoded and embedded: local (this process and its loader workers) "
+        "or ray (a Ray Dataset: CPU decode tasks, an embedding actor pool, one per GPU; "
+        'pip install "vsearch[ray]")',
+        choices=("local", "ray"),
+    )
+    ray_address: str | None = option(
+        None,
+        "with --engine ray: the cluster to join (ray://host:10001 or auto); default a local "
+        "Ray started in this process",
+        metavar="ADDRESS",
+    )
+    write: str = option(
+        "upsert",
+        "how vectors reach Milvus: upsert (batches, any store) or bulk (Parquet files + a bulk "
+        "import job, then the index; first loads and new versions on a Milvus server only)",
+        choices=("upsert", "bulk"),
+    )
+    bulk_dir: str | None = option(
+        None,
+        "with --write bulk: the folder the Parquet files are written to; the Milvus server "
+        "must read it as its storage (its localStorage path, or a mount of its bucket)",
+        metavar="DIR",
+    )
     tuning: Tuning | None = None  # explicit pipeline tuning (benchmarks); None: per device

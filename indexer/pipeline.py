@@ -14,7 +14,7 @@ import queue
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from search.store import MilvusStore
 
 from .catalog import Catalog, load_catalog
 from .download import fetch_catalog_urls
+from .engines import Embedded, Engine
 from .lock import IndexLock
 from .options import IndexOptions
 from .plan import Job, Plan, deletion_refusal, make_plan
@@ -132,7 +133,10 @@ def run_index(
             report.live = exists and store.resolve(settings.collection) == physical
         else:
             tuning = options.tuning or choose(settings, embedder.device)
-            _apply(plan, catalog, store, physical, embedder, settings, tuning, report, progress)
+            stage = _stage(options, plan, store, physical, settings, embedder, tuning)
+            _apply(
+                plan, catalog, store, physical, embedder, settings, tuning, report, progress, stage
+            )
             _make_live_if_first(store, settings.collection, physical, report)
         report.count = store.count(physical) if exists else 0
     report.seconds = time.perf_counter() - started
@@ -162,6 +166,38 @@ def _report_plan(plan: Plan, report: IndexReport, refusal: str) -> None:
     report.refused = refusal
 
 
+class _Stage:
+    """The engine (None: the local DataLoader path) and the writer (None: upserts) of a run."""
+
+    def __init__(self, engine: Engine | None = None, writer: Any = None) -> None:
+        self.engine, self.writer = engine, writer
+
+
+def _stage(
+    options: IndexOptions,
+    plan: Plan,
+    store: MilvusStore,
+    physical: str,
+    settings: Settings,
+    embedder: Embedder,
+    tuning: Tuning,
+) -> _Stage:
+    """``--engine`` and ``--write``: checked before anything is embedded."""
+    stage = _Stage()
+    if options.write == "bulk":
+        from .bulk import BulkSink, check_bulk
+
+        check_bulk(store, plan.embed, options.bulk_dir)
+        if plan.embed:
+            stage.writer = BulkSink(store, physical, str(options.bulk_dir))
+    if options.engine == "ray" and plan.embed:
+        from .engines.ray_engine import RayEngine, require_ray
+
+        require_ray()
+        stage.engine = RayEngine(settings, embedder, tuning, address=options.ray_address)
+    return stage
+
+
 def _apply(
     plan: Plan,
     catalog: Catalog,
@@ -172,10 +208,23 @@ def _apply(
     tuning: Tuning,
     report: IndexReport,
     progress: Progress | None,
+    stage: _Stage | None = None,
 ) -> None:
+    stage = stage or _Stage()
     _embed_and_upsert(
-        plan.embed, store, physical, embedder, tuning, report, progress, settings.max_image_pixels
+        plan.embed,
+        store,
+        physical,
+        embedder,
+        tuning,
+        report,
+        progress,
+        settings.max_image_pixels,
+        engine=stage.engine,
+        writer=stage.writer,
     )
+    if stage.writer is not None and hasattr(stage.writer, "finish"):
+        stage.writer.finish()  # --write bulk: import the files, wait for the index
     _retag(plan.retag, store, physical, report)
     if plan.delete:
         report.deleted = store.delete(physical, plan.delete)
@@ -203,9 +252,49 @@ def _embed_and_upsert(
     report: IndexReport,
     progress: Progress | None,
     max_pixels: int,
+    *,
+    engine: Engine | None = None,
+    writer: Any = None,
 ) -> None:
     if not jobs:
         return
+    refs, members = _distinct_sources(jobs)
+    if writer is None:
+        writer = _Writer(store, physical) if tuning.async_writes else _SyncWriter(store, physical)
+    if engine is None:
+        batches = _local_batches(refs, embedder, tuning, max_pixels)
+    else:
+        log.info("embedding %d images (%d distinct) with %s", len(jobs), len(refs), engine)
+        batches = engine(refs)
+    done = 0
+    t0 = time.perf_counter()
+    try:
+        for index, hashes, vectors, failed in batches:
+            for src, reason in failed:
+                report.failed.extend(Failure(jobs[p].item.id, reason) for p in members[src])
+            if index:
+                rows = [
+                    _row(jobs[p], v.tolist(), h)
+                    for src, v, h in zip(index, vectors, hashes, strict=True)
+                    for p in members[src]
+                ]
+                writer.put(rows)
+                added = sum(jobs[p].is_new for src in index for p in members[src])
+                report.added += added
+                report.updated += len(rows) - added
+                report.embedded += len(rows)
+            done += sum(len(members[src]) for src in [*index, *(s for s, _ in failed)])
+            if progress:
+                progress(done, len(jobs))
+    finally:
+        writer.close()
+    report.embed_seconds = time.perf_counter() - t0
+
+
+def _local_batches(
+    refs: list[str], embedder: Embedder, tuning: Tuning, max_pixels: int
+) -> Iterator[Embedded]:
+    """The local engine: DataLoader workers decode, this process embeds."""
     import torch  # the loader stage imports torch: only when there is work
 
     from .dataset import ImageDataset, make_loader, model_input
@@ -217,7 +306,6 @@ def _embed_and_upsert(
         embedder.preprocess, batched=tuning.batched_preprocess, fast_resize=tuning.fast_resize
     )
     draft = embedder.info.image_size if tuning.draft else None
-    refs, members = _distinct_sources(jobs)
     dataset = ImageDataset(
         refs, prep, draft_size=draft, max_pixels=max_pixels, raw_jpeg=tuning.device_decode
     )
@@ -227,36 +315,14 @@ def _embed_and_upsert(
         workers=min(tuning.workers, len(refs)),
         pin_memory=tuning.pin_memory and device.startswith("cuda"),
     )
-    log.info("embedding %d images (%d distinct) on %s: %s", len(jobs), len(refs), device, tuning)
+    log.info("embedding %d distinct images on %s: %s", len(refs), device, tuning)
     seen = _SeenVectors()
-    writer = _Writer(store, physical) if tuning.async_writes else _SyncWriter(store, physical)
-    done = 0
-    t0 = time.perf_counter()
-    try:
-        for batch in loader:
-            index, hashes, pixels = model_input(
-                batch, prep, device, max_pixels=max_pixels, draft_size=draft
-            )
-            for src, reason in batch.failed:
-                report.failed.extend(Failure(jobs[p].item.id, reason) for p in members[src])
-            if pixels is not None:
-                vectors = seen.embed(embedder, pixels, hashes)
-                rows = [
-                    _row(jobs[p], v.tolist(), h)
-                    for src, v, h in zip(index, vectors, hashes, strict=True)
-                    for p in members[src]
-                ]
-                writer.put(rows)
-                added = sum(jobs[p].is_new for src in index for p in members[src])
-                report.added += added
-                report.updated += len(rows) - added
-                report.embedded += len(rows)
-            done += sum(len(members[src]) for src in [*index, *(s for s, _ in batch.failed)])
-            if progress:
-                progress(done, len(jobs))
-    finally:
-        writer.close()
-    report.embed_seconds = time.perf_counter() - t0
+    for batch in loader:
+        index, hashes, pixels = model_input(
+            batch, prep, device, max_pixels=max_pixels, draft_size=draft
+        )
+        vectors = seen.embed(embedder, pixels, hashes) if pixels is not None else []
+        yield index, hashes, vectors, batch.failed
 
 
 def _distinct_sources(jobs: list[Job]) -> tuple[list[str], list[list[int]]]:

@@ -1,0 +1,225 @@
+"""``--engine ray``: the run's images as a Ray Dataset, decoded by CPU tasks, embedded by an
+actor pool (one actor per GPU, or CPU actors), streamed back to the driver in batches.
+
+Stages (Ray Data's streaming executor bounds what is in flight between them, so memory
+stays flat and a slow stage backs the others up):
+
+1. ``from_items`` over the distinct image sources of the plan (paths; URLs were downloaded
+   into the cache by the driver, as in the local engine).
+2. ``map_batches(decode_batch)``: CPU tasks read, hash and safely decode each image with the
+   local engine's own stage (:class:`indexer.dataset.ImageDataset`: limits, JPEG draft) and
+   run the per-image part of the model's transform (:class:`indexer.preprocess.BatchPreprocess`,
+   uint8 crops). A bad image becomes a reason, never an exception.
+3. ``map_batches(EmbedActor)``: each actor loads the model once (the driver's model, checked
+   by its provenance key), finishes preprocessing on its device and embeds.
+4. The driver iterates the results; the pipeline upserts them (its writer thread) or writes
+   them to Parquet (``--write bulk``), and reports progress.
+
+Ray is optional (``pip install "vsearch[ray]"``); it is imported only when this engine runs.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from search.config import Settings
+from search.embedder import Embedder
+from search.errors import ConfigError, ProvenanceMismatch
+
+from ..preprocess import BatchPreprocess
+from ..tuning import Tuning
+from . import Embedded
+
+log = logging.getLogger(__name__)
+
+LOCAL_OBJECT_STORE = 512 * 2**20  # a local Ray's shared memory: ~2,000 crops of 224 px in flight
+
+
+def require_ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise ConfigError(
+            '--engine ray needs Ray: pip install "vsearch[ray]" (or pip install "ray[data]")'
+        ) from exc
+    return ray
+
+
+def connect(address: str | None, cores: int | None = None) -> Any:
+    """Join ``address`` or start a local Ray in this process (once; stopped at exit)."""
+    ray = require_ray()
+    if ray.is_initialized():
+        return ray
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    else:
+        ray.init(
+            num_cpus=cores,
+            include_dashboard=False,
+            object_store_memory=LOCAL_OBJECT_STORE,
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+        )
+        atexit.register(ray.shutdown)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # the CLI owns progress (the pipeline's callback)
+    ctx.execution_options.preserve_order = False
+    return ray
+
+
+def decode_batch(
+    batch: dict[str, np.ndarray], prep: BatchPreprocess, draft: int | None, max_pixels: int
+) -> dict[str, Any]:
+    """Read, hash, decode and crop each source (a Ray task; the local engine's own stage)."""
+    from ..dataset import ImageDataset
+
+    refs = [str(r) for r in batch["ref"]]
+    dataset = ImageDataset(refs, prep, draft_size=draft, max_pixels=max_pixels)
+    samples = [dataset[i] for i in range(len(refs))]
+    template = next((t for _, t, _, _, _ in samples if t is not None), None)
+    shape = tuple(template.shape) if template is not None else (3, 1, 1)
+    dtype = template.numpy().dtype if template is not None else np.uint8
+    pixels = np.zeros((len(refs), *shape), dtype)
+    for k, (_, tensor, _, _, _) in enumerate(samples):
+        if tensor is not None:
+            pixels[k] = tensor.numpy()
+    return {
+        "src": np.asarray(batch["src"], np.int64),
+        "pixels": pixels,
+        "hash": np.asarray([h for _, _, h, _, _ in samples], object),
+        "error": np.asarray([e for _, _, _, e, _ in samples], object),
+    }
+
+
+class EmbedActor:
+    """One model per actor (loaded once), embedding decoded batches on its device."""
+
+    def __init__(self, spec: dict[str, Any], key: str, prep: BatchPreprocess, threads: int) -> None:
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.embedder = Embedder(**spec)
+        if self.embedder.info.key != key:
+            raise ProvenanceMismatch(
+                f"a Ray worker loaded {self.embedder.info.describe()}, not the driver's model: "
+                "install the same model (and vsearch) on every node"
+            )
+        self.prep = prep
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        ok = np.asarray([not e for e in batch["error"]], bool)
+        vectors = np.zeros((len(ok), self.embedder.dim), np.float32)
+        if ok.any():
+            import torch
+
+            pixels = self.prep.finish(torch.from_numpy(batch["pixels"][ok]), self.embedder.device)
+            vectors[ok] = np.asarray(self.embedder.embed_tensors(pixels), np.float32)
+        return {
+            "src": batch["src"],
+            "hash": batch["hash"],
+            "error": batch["error"],
+            "vector": vectors,
+        }
+
+
+class RayEngine:
+    """``engine(refs)`` -> embedded batches, computed on a Ray cluster."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        embedder: Embedder,
+        tuning: Tuning,
+        *,
+        address: str | None = None,
+    ) -> None:
+        self.settings, self.embedder, self.tuning, self.address = (
+            settings,
+            embedder,
+            tuning,
+            address,
+        )
+
+    def plan_resources(self, ray: Any) -> dict[str, Any]:
+        """Actors and their resources from what the cluster offers.
+
+        One actor per GPU (num_gpus=1, device cuda). Without GPUs: CPU actors holding
+        about half the cluster's cores (the other half decodes); on a 2-4 core machine one
+        actor reserving one core and running the run's torch threads (measured here).
+        """
+        res = ray.cluster_resources()
+        gpus, cpus = int(res.get("GPU", 0)), int(res.get("CPU", 1))
+        if gpus:
+            return {"actors": gpus, "num_gpus": 1, "num_cpus": 1, "device": "cuda", "threads": 1}
+        if cpus <= 4:
+            return {"actors": 1, "num_gpus": 0, "num_cpus": 1, "device": "cpu", "threads": 0}
+        per = 4
+        return {
+            "actors": max(1, cpus // (2 * per)),
+            "num_gpus": 0,
+            "num_cpus": per,
+            "device": "cpu",
+            "threads": per,
+        }
+
+    def __call__(self, refs: Sequence[str]) -> Iterator[Embedded]:
+        ray = connect(self.address)
+        plan = self.plan_resources(ray)
+        tuning, emb = self.tuning, self.embedder
+        prep = BatchPreprocess(
+            emb.preprocess, batched=tuning.batched_preprocess, fast_resize=tuning.fast_resize
+        )
+        draft = emb.info.image_size if tuning.draft else None
+        spec = {
+            "model": self.settings.model,
+            "pretrained": self.settings.pretrained,
+            "device": plan["device"],
+            "precision": self.settings.precision,
+            "cache_dir": self.settings.cache_dir,
+            "backend": emb.backend,
+            "threads": plan["threads"] or tuning.threads,
+        }
+        batch = tuning.batch_size if plan["device"] == "cpu" else max(tuning.batch_size, 64)
+        blocks = max(1, math.ceil(len(refs) / (batch * 4)))
+        log.info("ray: %d images, %d blocks, %s", len(refs), blocks, plan)
+        ds = ray.data.from_items(
+            [{"src": i, "ref": r} for i, r in enumerate(refs)], override_num_blocks=blocks
+        )
+        ds = ds.map_batches(
+            decode_batch,
+            batch_size=batch,
+            batch_format="numpy",
+            fn_kwargs={"prep": prep, "draft": draft, "max_pixels": self.settings.max_image_pixels},
+            num_cpus=1,
+        )
+        ds = ds.map_batches(
+            EmbedActor,
+            batch_size=batch,
+            batch_format="numpy",
+            fn_constructor_kwargs={
+                "spec": spec,
+                "key": emb.info.key,
+                "prep": prep,
+                "threads": spec["threads"],
+            },
+            compute=ray.data.ActorPoolStrategy(size=plan["actors"]),
+            num_cpus=plan["num_cpus"],
+            num_gpus=plan["num_gpus"],
+        )
+        for out in ds.iter_batches(batch_size=batch, batch_format="numpy", prefetch_batches=2):
+            ok = [k for k, e in enumerate(out["error"]) if not e]
+            failed = [(int(out["src"][k]), str(out["error"][k])) for k in range(len(out["src"]))]
+            failed = [f for f in failed if f[1]]
+            yield (
+                [int(out["src"][k]) for k in ok],
+                [str(out["hash"][k]) for k in ok],
+                out["vector"][ok],
+                failed,
+            )
