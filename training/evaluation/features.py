@@ -2,8 +2,9 @@
 
 Vectors are cached per feature extractor (its ``key``: the model's identity, plus what is
 extracted) and per image content hash, so an evaluation re-run, or a head trained on the
-features an evaluation already computed, embeds nothing again. Decoding runs in the
-indexer's DataLoader workers; a bad image is skipped with its reason, never fatal.
+features an evaluation already computed, embeds nothing again. Reading, hashing
+and decoding run in the indexer's DataLoader workers (the same stage as indexing, each image
+read once); a bad image is skipped with its reason, never fatal.
 """
 
 from __future__ import annotations
@@ -19,12 +20,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from indexer.catalog import CatalogItem
-from indexer.fetch import read_image_bytes
-from indexer.hashing import content_hash
+from indexer.hashing import file_signature
 from indexer.tuning import choose
 from search.config import Settings
-from search.errors import ImageError
-from search.images import open_image
 
 if TYPE_CHECKING:
     import torch
@@ -156,29 +154,31 @@ def extract(
     progress: Progress | None = None,
     use_cache: bool = True,
 ) -> Features:
-    """Vectors for ``items`` (rows of failed items are zero and ``ok`` is False)."""
-    hashes: list[str | None] = []
-    failed: list[tuple[str, str]] = []
-    for item in items:
-        try:
-            hashes.append(content_hash(read_image_bytes(item.image)))
-        except ImageError as exc:
-            hashes.append(None)
-            failed.append((item.id, str(exc)))
+    """Vectors for ``items`` (rows of failed items are zero and ``ok`` is False).
+
+    Every image is read at most once: a local file whose size and modification time the
+    cache has seen is known by its content hash without reading it; the others are read,
+    hashed and decoded in one pass by the indexer's decode workers.
+    """
     cache = _Cache(Path(settings.cache_dir), extractor.key) if use_cache else None
-    known = cache.load() if cache else {}
-    todo = [n for n, h in enumerate(hashes) if h is not None and h not in known]
-    fresh: dict[int, np.ndarray] = {}
+    known, seen = cache.load() if cache else ({}, {})
+    signatures = ["" if i.is_url else f"{i.image}|{file_signature(i.image)}" for i in items]
+    hashes: list[str | None] = [seen.get(sig) if sig else None for sig in signatures]
+    todo = [n for n, h in enumerate(hashes) if h is None or h not in known]
+    failed: list[tuple[str, str]] = []
+    fresh: dict[int, tuple[str, np.ndarray]] = {}
     if todo:
         log.info(
             "embedding %d of %d images (%d cached)", len(todo), len(items), len(items) - len(todo)
         )
-        fresh, more_failed = _run(items, todo, extractor, settings, progress)
-        failed += more_failed
-        for n, vec in fresh.items():
-            known[hashes[n]] = vec  # type: ignore[index]
+        fresh, failed = _run(items, todo, extractor, settings, progress)
+        for n, (chash, vec) in fresh.items():
+            known[chash] = vec
+            hashes[n] = chash
+            if signatures[n]:
+                seen[signatures[n]] = chash
         if cache and fresh:
-            cache.save(known)
+            cache.save(known, seen)
     elif progress:
         progress(len(items), len(items))
     dim = next(iter(known.values())).shape[0] if known else 0
@@ -191,30 +191,7 @@ def extract(
     return Features(vectors, ok, failed, computed=len(fresh))
 
 
-class _Decode:
-    """Dataset of (position, preprocessed tensor or None, failure reason)."""
-
-    def __init__(
-        self, refs: Sequence[str], preprocess: Any, draft_size: int, max_pixels: int
-    ) -> None:
-        self.refs, self.preprocess = list(refs), preprocess
-        self.draft_size, self.max_pixels = draft_size, max_pixels
-
-    def __len__(self) -> int:
-        return len(self.refs)
-
-    def __getitem__(self, i: int) -> tuple[int, Any, str]:
-        try:
-            data = read_image_bytes(self.refs[i])
-            img = open_image(data, max_pixels=self.max_pixels, draft_size=self.draft_size)
-            return i, self.preprocess(img), ""
-        except ImageError as exc:
-            return i, None, str(exc)
-        except Exception as exc:  # never let one file kill a worker
-            return i, None, f"unexpected error: {exc.__class__.__name__}: {exc}"
-
-
-def keep_list(samples: list[tuple[int, Any, str]]) -> list[tuple[int, Any, str]]:
+def keep_list(samples: list[Any]) -> list[Any]:
     """A DataLoader collate that keeps the samples as they are (failures carry None)."""
     return samples
 
@@ -225,61 +202,75 @@ def _run(
     extractor: FeatureExtractor,
     settings: Settings,
     progress: Progress | None,
-) -> tuple[dict[int, np.ndarray], list[tuple[str, str]]]:
+) -> tuple[dict[int, tuple[str, np.ndarray]], list[tuple[str, str]]]:
+    """Read, hash, decode and embed ``items[todo]`` with the indexer's DataLoader stage."""
     import torch
-    from torch.utils.data import DataLoader
+
+    from indexer.dataset import ImageDataset, make_loader, model_input
+    from indexer.preprocess import BatchPreprocess
 
     tuning = choose(settings, extractor.device)
     torch.set_num_threads(tuning.threads)
-    dataset = _Decode(
+    prep = BatchPreprocess(extractor.preprocess)
+    dataset = ImageDataset(
         [items[n].image for n in todo],
-        extractor.preprocess,
-        extractor.image_size,
-        settings.max_image_pixels,
+        prep,
+        draft_size=extractor.image_size,
+        max_pixels=settings.max_image_pixels,
     )
-    workers = min(tuning.workers, len(todo))
-    loader = DataLoader(
+    loader = make_loader(
         dataset,
         batch_size=tuning.batch_size,
-        num_workers=workers,
-        collate_fn=keep_list,
-        **({"prefetch_factor": 2} if workers > 0 else {}),
+        workers=min(tuning.workers, len(todo)),
+        pin_memory=extractor.device.startswith("cuda"),
     )
-    out: dict[int, np.ndarray] = {}
+    out: dict[int, tuple[str, np.ndarray]] = {}
     failed: list[tuple[str, str]] = []
     done = 0
     for batch in loader:
-        good = [(p, t) for p, t, _ in batch if t is not None]
-        failed += [(items[todo[p]].id, reason) for p, t, reason in batch if t is None]
-        if good:
-            pixels = torch.stack([t for _, t in good])
-            if extractor.device.startswith("cuda"):
-                pixels = pixels.pin_memory()
-            vecs = extractor(pixels)
-            for (p, _), v in zip(good, vecs, strict=True):
-                out[todo[p]] = v
-        done += len(batch)
+        index, hashes, pixels = model_input(
+            batch,
+            prep,
+            extractor.device,
+            max_pixels=settings.max_image_pixels,
+            draft_size=extractor.image_size,
+        )
+        failed += [(items[todo[p]].id, reason) for p, reason in batch.failed]
+        if pixels is not None:
+            for p, chash, vec in zip(index, hashes, extractor(pixels), strict=True):
+                out[todo[p]] = (chash, vec)
+        done += len(index) + len(batch.failed)
         if progress:
             progress(done, len(todo))
     return out, failed
 
 
 class _Cache:
-    """``<cache_dir>/features/<digest of key>.npz``: content hashes and their vectors."""
+    """``<cache_dir>/features/<digest of key>.npz``: content hashes and their vectors, plus
+    the content hash of each local file by its path, size and modification time."""
 
     def __init__(self, cache_dir: Path, key: str) -> None:
         digest = hashlib.sha256(key.encode()).hexdigest()[:20]
         self.path = cache_dir / "features" / f"{digest}.npz"
 
-    def load(self) -> dict[str, np.ndarray]:
+    def load(self) -> tuple[dict[str, np.ndarray], dict[str, str]]:
         try:
             with np.load(self.path, allow_pickle=False) as data:
-                return dict(zip(data["hashes"].tolist(), data["vectors"], strict=True))
+                known = dict(zip(data["hashes"].tolist(), data["vectors"], strict=True))
+                files = data["files"].tolist() if "files" in data else []
+                file_hashes = data["file_hashes"].tolist() if "files" in data else []
+                return known, dict(zip(files, file_hashes, strict=True))
         except (OSError, KeyError, ValueError):
-            return {}
+            return {}, {}
 
-    def save(self, known: dict[str, np.ndarray]) -> None:
+    def save(self, known: dict[str, np.ndarray], seen: dict[str, str]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp.npz")
-        np.savez(tmp, hashes=np.array(list(known)), vectors=np.stack(list(known.values())))
+        np.savez(
+            tmp,
+            hashes=np.array(list(known)),
+            vectors=np.stack(list(known.values())),
+            files=np.array(list(seen), dtype=str),
+            file_hashes=np.array(list(seen.values()), dtype=str),
+        )
         tmp.replace(self.path)
