@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from PIL import Image
@@ -24,7 +24,15 @@ from .fetch import read_image_bytes
 from .hashing import content_hash
 from .preprocess import BatchPreprocess, decode_jpegs, resize_crop
 
-Sample = tuple[int, "torch.Tensor | None", str, str, bool]
+
+class Sample(NamedTuple):
+    """One decoded (or failed) image, as a worker returns it."""
+
+    position: int  # into the job list
+    pixels: torch.Tensor | None  # preprocessed; raw JPEG bytes when ``raw``; None: failed
+    content_hash: str
+    error: str  # why it failed ("" when it did not)
+    raw: bool = False  # plain JPEG bytes, to be decoded on the device
 
 
 @dataclass
@@ -75,13 +83,15 @@ class ImageDataset(Dataset):
             data = read_image_bytes(self.refs[i])
             chash = content_hash(data)
             if self.raw_jpeg and _plain_jpeg(data, self.max_pixels):
-                return i, torch.frombuffer(bytearray(data), dtype=torch.uint8), chash, "", True
+                return Sample(
+                    i, torch.frombuffer(bytearray(data), dtype=torch.uint8), chash, "", True
+                )
             img = open_image(data, max_pixels=self.max_pixels, draft_size=self.draft_size)
-            return i, self.prep.per_image(img), chash, "", False
+            return Sample(i, self.prep.per_image(img), chash, "")
         except ImageError as exc:
-            return i, None, "", str(exc), False
+            return Sample(i, None, "", str(exc))
         except Exception as exc:  # never let one file kill a worker
-            return i, None, "", f"unexpected error: {exc.__class__.__name__}: {exc}", False
+            return Sample(i, None, "", f"unexpected error: {exc.__class__.__name__}: {exc}")
 
 
 def _plain_jpeg(data: bytes, max_pixels: int) -> bool:
@@ -99,11 +109,13 @@ def _plain_jpeg(data: bytes, max_pixels: int) -> bool:
 
 
 def collate(samples: list[Sample]) -> Batch:
-    ok = [(i, t, h) for i, t, h, err, raw in samples if t is not None and not raw]
-    raw = [(i, t, h) for i, t, h, err, is_raw in samples if t is not None and is_raw]
-    failed = [(i, err) for i, t, _, err, _ in samples if t is None]
-    pixels = torch.stack([t for _, t, _ in ok]) if ok else None
-    return Batch([i for i, _, _ in ok], pixels, [h for _, _, h in ok], failed, raw)
+    ok = [s for s in samples if s.pixels is not None and not s.raw]
+    raw = [
+        (s.position, s.pixels, s.content_hash) for s in samples if s.pixels is not None and s.raw
+    ]
+    failed = [(s.position, s.error) for s in samples if s.pixels is None]
+    pixels = torch.stack([s.pixels for s in ok]) if ok else None
+    return Batch([s.position for s in ok], pixels, [s.content_hash for s in ok], failed, raw)
 
 
 def model_input(
