@@ -143,7 +143,12 @@ class Embedder:
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Embedder:
+    def from_settings(
+        cls, settings: Settings, model: str | None = None, pretrained: str | None = None
+    ) -> Embedder:
+        """The one way an embedder is built from settings (``model``: another model than
+        ``settings.model``, e.g. the one a collection records, with the same device,
+        precision, backend and threads)."""
         return cls(
             settings.model,
             settings.pretrained,

@@ -110,16 +110,7 @@ class Searcher:
         with self._lock:
             emb = self._embedders.get(model.key)
             if emb is None:
-                s = self.settings
-                emb = Embedder(
-                    model.name,
-                    model.pretrained,
-                    device=s.device,
-                    precision=s.precision,
-                    cache_dir=s.cache_dir,
-                    backend=s.backend,
-                    threads=s.threads,
-                )
+                emb = Embedder.from_settings(self.settings, model.name, model.pretrained)
                 if emb.info.key != model.key:
                     raise ProvenanceMismatch(
                         f"collection needs {model.describe()} but loading it gave "

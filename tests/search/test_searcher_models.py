@@ -18,8 +18,12 @@ def _model(name: str) -> ModelInfo:
 
 
 class _FakeEmbedder:
-    def __init__(self, name: str, pretrained: str, **_: object) -> None:
+    def __init__(self, name: str, pretrained: str) -> None:
         self.info = _model(name)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, model: str, pretrained: str) -> _FakeEmbedder:
+        return cls(model, pretrained)
 
 
 class _Store:

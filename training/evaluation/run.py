@@ -33,13 +33,7 @@ parse_model = split_model_spec  # "builtin:X", "local-dir:PATH", "hf-hub:R", "NA
 
 def load_embedder(spec: str, settings: Settings) -> Embedder:
     name, pretrained = parse_model(spec, settings.pretrained)
-    return Embedder(
-        name,
-        pretrained,
-        device=settings.device,
-        precision=settings.precision,
-        cache_dir=settings.cache_dir,
-    )
+    return Embedder.from_settings(settings, name, pretrained)
 
 
 def evaluate_model(
