@@ -74,7 +74,11 @@ def connect(address: str | None, cores: int | None = None) -> Any:
 
 
 def decode_batch(
-    batch: dict[str, np.ndarray], prep: BatchPreprocess, draft: int | None, max_pixels: int
+    batch: dict[str, np.ndarray],
+    prep: BatchPreprocess,
+    draft: int | None,
+    max_pixels: int,
+    size: int,
 ) -> dict[str, Any]:
     """Read, hash, decode and crop each source (a Ray task; the local engine's own stage)."""
     from ..dataset import ImageDataset
@@ -82,10 +86,10 @@ def decode_batch(
     refs = [str(r) for r in batch["ref"]]
     dataset = ImageDataset(refs, prep, draft_size=draft, max_pixels=max_pixels)
     samples = [dataset[i] for i in range(len(refs))]
-    template = next((t for _, t, _, _, _ in samples if t is not None), None)
-    shape = tuple(template.shape) if template is not None else (3, 1, 1)
-    dtype = template.numpy().dtype if template is not None else np.uint8
-    pixels = np.zeros((len(refs), *shape), dtype)
+    # one shape for every block (a failed image is zeros): ragged blocks would turn into
+    # object arrays when Ray re-batches them
+    dtype = np.uint8 if prep.batched else np.float32
+    pixels = np.zeros((len(refs), 3, size, size), dtype)
     for k, (_, tensor, _, _, _) in enumerate(samples):
         if tensor is not None:
             pixels[k] = tensor.numpy()
@@ -119,7 +123,8 @@ class EmbedActor:
         if ok.any():
             import torch
 
-            pixels = self.prep.finish(torch.from_numpy(batch["pixels"][ok]), self.embedder.device)
+            chosen = np.stack(list(batch["pixels"][ok]))  # stays a plain array if it is one
+            pixels = self.prep.finish(torch.from_numpy(chosen), self.embedder.device)
             vectors[ok] = np.asarray(self.embedder.embed_tensors(pixels), np.float32)
         return {
             "src": batch["src"],
@@ -196,7 +201,12 @@ class RayEngine:
             decode_batch,
             batch_size=batch,
             batch_format="numpy",
-            fn_kwargs={"prep": prep, "draft": draft, "max_pixels": self.settings.max_image_pixels},
+            fn_kwargs={
+                "prep": prep,
+                "draft": draft,
+                "max_pixels": self.settings.max_image_pixels,
+                "size": prep.size or emb.info.image_size,
+            },
             num_cpus=1,
         )
         ds = ds.map_batches(
