@@ -10,8 +10,9 @@ ran slower per image than batch 4 (docs/benchmarks.md). Serving large blocks fro
 (``M_TRIM_THRESHOLD``) reuses the same pages batch after batch.
 
 The setting is process-wide and irreversible, so it applies once, when a model is loaded on
-the CPU (:class:`search.embedder.Embedder`); ``VSEARCH_MALLOC_TUNING=0`` leaves the
-allocator alone. On a libc other than glibc it does nothing.
+the CPU (:class:`search.embedder.Embedder`); ``Settings.malloc_tuning`` (env
+``VSEARCH_MALLOC_TUNING=0``) leaves the allocator alone: ``Embedder.from_settings`` passes it
+to :func:`allow`. On a libc other than glibc it does nothing.
 """
 
 from __future__ import annotations
@@ -19,17 +20,22 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
-import os
 import platform
 
 log = logging.getLogger(__name__)
 
 M_TRIM_THRESHOLD = -1  # glibc <malloc.h>
 M_MMAP_MAX = -4
-ENV_SWITCH = "VSEARCH_MALLOC_TUNING"
 DEFAULT_TRIM_MB = 512
 
 _applied: bool | None = None
+_allowed = True
+
+
+def allow(enabled: bool) -> None:
+    """Whether a model loaded from now on may tune the allocator (``Settings.malloc_tuning``)."""
+    global _allowed
+    _allowed = enabled
 
 
 def keep_freed_memory(trim_mb: int = DEFAULT_TRIM_MB) -> bool:
@@ -37,10 +43,10 @@ def keep_freed_memory(trim_mb: int = DEFAULT_TRIM_MB) -> bool:
     global _applied
     if _applied is not None:
         return _applied
-    _applied = False
-    if os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "no", "off"):
-        log.info("%s is off: glibc's allocator keeps its defaults", ENV_SWITCH)
+    if not _allowed:
+        log.info("malloc_tuning is off: glibc's allocator keeps its defaults")
         return False
+    _applied = False
     if platform.libc_ver()[0] != "glibc":
         return False
     try:

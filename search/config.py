@@ -82,6 +82,9 @@ class Settings:
     )  # 0: chosen per device (see indexer.tuning)
     workers: int = option(-1, "decode worker processes (default: per device)", section="indexing")
     threads: int = option(0, "inference threads (default: per device)", section="indexing")
+    malloc_tuning: bool = option(
+        True, "on the CPU, keep glibc's freed memory for the next batch", flag=False
+    )
     upsert_bytes: int = option(
         8 * 1024 * 1024, "bytes per upsert request", flag=False
     )  # well under Milvus's 64 MB request limit

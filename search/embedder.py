@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import allocator
 from .backends import BACKENDS, RUNTIMES, installed
 from .backends.calibrate import cached_choice, calibrate, machine_key
 from .backends.device import cores, resolve_device
@@ -149,6 +150,7 @@ class Embedder:
         """The one way an embedder is built from settings (``model``: another model than
         ``settings.model``, e.g. the one a collection records, with the same device,
         precision, backend and threads)."""
+        allocator.allow(settings.malloc_tuning)
         return cls(
             settings.model,
             settings.pretrained,

@@ -8,6 +8,8 @@ import textwrap
 
 import pytest
 
+from search.config import Settings
+
 # Ten forward passes of a small conv stack at batch 8 (activations of 13-38 MB, as in
 # EfficientNet-Lite0's first blocks); prints the minor page faults they caused.
 _PROBE = textwrap.dedent(
@@ -63,6 +65,10 @@ def test_the_switch_turns_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
     monkeypatch.setattr(allocator, "_applied", None)  # as in a fresh process
     monkeypatch.setattr(allocator.ctypes, "CDLL", lambda *a, **k: calls.append("CDLL"))
-    monkeypatch.setenv(allocator.ENV_SWITCH, "0")
+    monkeypatch.setattr(allocator, "_allowed", True)
+    monkeypatch.setenv("VSEARCH_MALLOC_TUNING", "0")
+    settings = Settings.from_env()
+    assert settings.malloc_tuning is False  # a real boolean, not the string "0"
+    allocator.allow(settings.malloc_tuning)  # what Embedder.from_settings does
     assert allocator.keep_freed_memory() is False
     assert allocator.keep_freed_memory() is False and calls == []
