@@ -401,6 +401,7 @@ class MilvusStore:
                 "has no bulk import: index with --write upsert"
             )
         conn = self.client._get_connection()  # the gRPC Import call (2.3 and later)
+        before = self.count(name)
         tasks = [
             self._call("bulk_insert", conn.do_bulk_insert, name, "", list(group))
             for group in files
@@ -425,6 +426,11 @@ class MilvusStore:
                 if time.monotonic() > deadline:
                     raise StoreError(f"index of {name} not built after {timeout}s")
                 time.sleep(0.5)
+        # 2.3 reports a job complete before the query nodes serve its segments
+        while self.count(name) < before + rows:
+            if time.monotonic() > deadline:
+                raise StoreError(f"imported rows of {name} not served after {timeout}s")
+            time.sleep(0.5)
         return rows
 
 
