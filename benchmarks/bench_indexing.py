@@ -391,6 +391,29 @@ def backend_report(data: dict[str, Any]) -> str:
             cols,
         )
     ]
+    first = next(iter(data["repeats"]))
+    best = {name: {k: max(r[k] for r in reps) for k in ("forward_img_s", "indexer_img_s")}
+            for name, reps in data["repeats"].items()}  # fmt: skip
+    rows = [
+        {"backend": name, "best_forward_img_s": b["forward_img_s"],
+         "best_indexer_img_s": b["indexer_img_s"],
+         "forward_vs_first": b["forward_img_s"] / best[first]["forward_img_s"],
+         "indexer_vs_first": b["indexer_img_s"] / best[first]["indexer_img_s"]}
+        for name, b in best.items()
+    ]  # fmt: skip
+    parts.append(
+        common.table(
+            "Best round of each (the least disturbed by other load on the machine)",
+            rows,
+            [
+                "backend",
+                "best_forward_img_s",
+                "best_indexer_img_s",
+                "forward_vs_first",
+                "indexer_vs_first",
+            ],
+        )  # fmt: skip
+    )
     if data["workers"]:
         parts.append(
             common.table(

@@ -271,7 +271,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     device = resolve_device(args.device)
     result: dict[str, Any] = {"machine": common.machine(device)}
-    embedder = load_embedder(device, args.cache_dir)
+    embedder = load_embedder(device, args.cache_dir, backend=args.inference_backend)
     real, paths = real_embeddings(args, embedder)
     rng = np.random.default_rng(0)
     order = rng.permutation(len(real))
@@ -354,6 +354,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--latency-n", type=int, default=60)
     p.add_argument("--server", action="store_true", help="also the Milvus 2.3.5 server")
+    p.add_argument(
+        "--inference-backend",
+        default="torch",
+        choices=["auto", "torch", "onnxruntime", "openvino"],
+        help="the embedder backend of the query-embedding table (onnxruntime/openvino use "
+        "every core whatever its threads column says)",
+    )
     p.add_argument(
         "--backends", nargs="+", choices=["lite", "server"], default=["lite"], help="stores to run"
     )

@@ -14,7 +14,11 @@ from . import common
 
 def render(path: Path) -> str:
     data = json.loads(path.read_text())
-    if "compute_sweep" in data:
+    if "chosen_by_auto" in data:
+        from .bench_backends import report as backends_report
+
+        return backends_report(data)
+    if "compute_sweep" in data or "backends" in data:
         from .bench_indexing import report
 
         return report(data)

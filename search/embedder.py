@@ -152,12 +152,12 @@ class Embedder:
         precision, backend and threads)."""
         allocator.allow(settings.malloc_tuning)
         return cls(
-            settings.model,
-            settings.pretrained,
+            settings.model if model is None else model,
+            settings.pretrained if pretrained is None else pretrained,
             device=settings.device,
             precision=settings.precision,
             cache_dir=settings.cache_dir,
-            backend=getattr(settings, "backend", "auto"),
+            backend=settings.backend,
             threads=settings.threads,
         )
 
@@ -246,7 +246,7 @@ class Embedder:
     def _calibrate(self) -> str:
         """Measure torch and every installed runtime here; keep the fastest loaded."""
         runners: dict[str, Any] = {}
-        for name in RUNTIMES:
+        for name in (n for n in RUNTIMES if installed(n)):
             try:
                 runner = self._export_and_load(name)
             except ConfigError as exc:  # e.g. a precision this runtime does not offer
@@ -254,6 +254,8 @@ class Embedder:
                 continue
             if runner is not None:
                 runners[name] = runner
+            elif not self._exports.onnx.is_file():
+                break  # the export itself failed (said once): torch it is
         tm = self._torch_model()
         candidates = {"torch": tm.encode_images, **{n: r.run for n, r in runners.items()}}
         winner = calibrate(self._exports, self._machine_key(), candidates, tm.image_size)
