@@ -1,0 +1,210 @@
+"""The same catalog indexed by the local engine and by Ray (``--engine ray``), in one run.
+
+Each engine runs in its own fresh process (a new Lite store, the same model cache), as a
+new user would run ``vsearch index``; the parent samples the RSS of the child's whole
+process tree (for Ray: the driver, its GCS, raylet and workers; shared pages, such as
+Ray's object store, count once per process that maps them) every 0.25 s. Also measured,
+in a third process: what each stage costs per image (read + decode + crop in one
+process; the model's forward pass at the run's batch size and threads).
+
+    python -m benchmarks.bench_engines                       # 2,000 images
+    python -m benchmarks.bench_engines --count 200 --out /tmp/engines.json
+
+Prints a table and writes docs/bench/engines.json. The overhead target (issue 16) is
+Ray's run time <= 1.25x the local engine's on the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import loadavg, machine, offline, table, write_json
+
+OUT = Path("docs/bench/engines.json")
+
+
+def _settings(store: Path, cache: Path) -> Any:
+    from search.config import Settings
+
+    return Settings(
+        uri=str(store / "vsearch.db"),
+        cache_dir=str(cache),
+        device="cpu",
+        backend="torch",
+        lock_dir=str(store / "locks"),
+    )
+
+
+def child_index(engine: str, manifest: Path, store: Path, cache: Path) -> dict[str, Any]:
+    """One indexing run (in a fresh process): the report's figures."""
+    from indexer.options import IndexOptions
+    from indexer.pipeline import run_index
+
+    t0 = time.perf_counter()
+    report = run_index(manifest, _settings(store, cache), IndexOptions(engine=engine))
+    return {
+        "engine": engine,
+        "process_to_done_s": time.perf_counter() - t0,
+        "run_s": report.seconds,
+        "embed_s": report.embed_seconds,
+        "embedded": report.embedded,
+        "failed": len(report.failed),
+        "count": report.count,
+    }
+
+
+def child_stages(manifest: Path, cache: Path, n: int) -> dict[str, Any]:
+    """Per-image cost of each stage, one process: decode+crop, forward pass."""
+    import csv
+
+    import torch
+
+    from indexer.dataset import ImageDataset
+    from indexer.preprocess import BatchPreprocess
+    from indexer.tuning import choose
+    from search.embedder import Embedder
+
+    settings = _settings(Path("/nonexistent"), cache)
+    emb = Embedder.from_settings(settings)
+    tuning = choose(settings, "cpu")
+    torch.set_num_threads(tuning.threads)
+    prep = BatchPreprocess(emb.preprocess, fast_resize=tuning.fast_resize)
+    with manifest.open(newline="") as fh:
+        refs = [str(manifest.parent / r["image"]) for r in list(csv.DictReader(fh))[:n]]
+    ds = ImageDataset(
+        refs, prep, draft_size=emb.info.image_size, max_pixels=settings.max_image_pixels
+    )
+    t0 = time.perf_counter()
+    crops = [ds[i][1] for i in range(len(refs))]
+    decode = (time.perf_counter() - t0) / len(refs)
+    batch = torch.stack([c for c in crops if c is not None][: tuning.batch_size])
+    x = prep.finish(batch, "cpu")
+    emb.embed_tensors(x)  # warm-up
+    t0, rounds = time.perf_counter(), max(1, n // tuning.batch_size)
+    for _ in range(rounds):
+        emb.embed_tensors(x)
+    forward = (time.perf_counter() - t0) / (rounds * len(batch))
+    return {
+        "images": len(refs),
+        "decode_crop_ms_per_image": 1000 * decode,
+        "forward_ms_per_image": 1000 * forward,
+        "batch_size": tuning.batch_size,
+        "threads": tuning.threads,
+    }
+
+
+def _tree_rss(root: int) -> int:
+    """Sum of VmRSS (bytes) over ``root`` and all its descendants."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    tree, frontier = {root}, [root]
+    while frontier:
+        pid = frontier.pop()
+        kids = [p for p, pp in parents.items() if pp == pid and p not in tree]
+        tree.update(kids)
+        frontier.extend(kids)
+    total = 0
+    for pid in tree:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            continue
+    return total
+
+
+def run_child(args: list[str]) -> tuple[dict[str, Any], float, int]:
+    """Run a child; (its JSON line, wall seconds, peak tree RSS)."""
+    cmd = [sys.executable, "-m", "benchmarks.bench_engines", *args]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, _tree_rss(proc.pid))
+        time.sleep(0.25)
+    wall = time.perf_counter() - t0
+    out = proc.stdout.read() if proc.stdout else ""
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}")
+    line = [x for x in out.splitlines() if x.startswith("{")][-1]
+    return json.loads(line), wall, peak
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=2000)
+    parser.add_argument("--workload", type=Path, default=None, help="reuse/build it here")
+    parser.add_argument("--work", type=Path, default=Path("bench-results/engines"))
+    parser.add_argument("--cache", type=Path, default=Path("bench-results/cache"))
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--child", choices=("local", "ray", "stages"), help=argparse.SUPPRESS)
+    parser.add_argument("--manifest", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--store", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    offline()
+    if args.child == "stages":
+        print(json.dumps(child_stages(args.manifest, args.cache, 200)))
+        return
+    if args.child:
+        print(json.dumps(child_index(args.child, args.manifest, args.store, args.cache)))
+        return
+
+    import shutil
+
+    from benchmarks.workload import Spec, build, describe
+
+    folder = args.workload or args.work / f"workload-{args.count}"
+    manifest = build(folder, Spec(args.count))
+    common = ["--manifest", str(manifest), "--cache", str(args.cache)]
+    results: dict[str, Any] = {"machine": machine("cpu"), "workload": describe(folder)}
+    rows = []
+    for engine in ("local", "ray"):
+        store = args.work / f"store-{engine}"
+        shutil.rmtree(store, ignore_errors=True)
+        start_load = loadavg()
+        got, wall, peak = run_child(["--child", engine, "--store", str(store), *common])
+        got.update(
+            process_wall_s=wall,
+            peak_tree_rss_mb=peak / 2**20,
+            images_per_s=got["embedded"] / got["run_s"] if got["run_s"] else 0.0,
+            loadavg_start=start_load,
+            loadavg_end=loadavg(),
+        )
+        rows.append(got)
+        print(json.dumps(got), flush=True)
+    local, ray = rows
+    overhead = ray["run_s"] / local["run_s"] - 1
+    results["engines"] = rows
+    results["ray_overhead"] = {
+        "run_ratio": ray["run_s"] / local["run_s"],
+        "overhead_pct": 100 * overhead,
+        "target_pct": 25,
+        "met": overhead <= 0.25,
+        "same_collection_size": local["count"] == ray["count"],
+    }
+    stages, _, _ = run_child(["--child", "stages", *common])
+    results["stages"] = stages
+    cols = ["engine", "embedded", "run_s", "embed_s", "images_per_s", "process_wall_s"]
+    print(table(f"local vs Ray, {args.count} images", rows, [*cols, "peak_tree_rss_mb"]))
+    print(f"\nRay overhead: {100 * overhead:+.1f}% of the local run time (target <= 25%)")
+    print(table("per-image stage costs (one process)", [stages], list(stages)))
+    write_json(args.out, results)
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
