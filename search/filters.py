@@ -127,13 +127,7 @@ def compile_filters(filters: Mapping[str, Any] | None) -> str:
         return ""
     if not isinstance(filters, Mapping):
         raise ConfigError("filters must be a mapping of field name to value")
-    if len(filters) > MAX_FIELDS:
-        raise ConfigError(f"too many filter fields: {len(filters)} (at most {MAX_FIELDS})")
-    if filter_values(filters) > MAX_TOTAL_VALUES:
-        raise ConfigError(
-            f"too many filter values: {filter_values(filters):,} over all fields "
-            f"(at most {MAX_TOTAL_VALUES:,})"
-        )
+    check_limits(filters)
     clauses: list[str] = []
     for name, spec in filters.items():
         target = field_expr(name)
@@ -198,6 +192,19 @@ def filter_values(filters: Mapping[str, Any] | None) -> int:
         else:
             total += 1
     return total
+
+
+def check_limits(filters: Mapping[str, Any] | None) -> None:
+    """Refuse more than :data:`MAX_FIELDS` fields or :data:`MAX_TOTAL_VALUES` values."""
+    if not filters or not isinstance(filters, Mapping):
+        return
+    if len(filters) > MAX_FIELDS:
+        raise ConfigError(f"too many filter fields: {len(filters)} (at most {MAX_FIELDS})")
+    if filter_values(filters) > MAX_TOTAL_VALUES:
+        raise ConfigError(
+            f"too many filter values: {filter_values(filters):,} over all fields "
+            f"(at most {MAX_TOTAL_VALUES:,})"
+        )
 
 
 def _is_number(value: Any) -> bool:

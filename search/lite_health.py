@@ -110,6 +110,14 @@ def check_lite_collection(uri: str, name: str) -> None:
         )
 
 
+def check_lite_store(uri: str) -> None:
+    """:func:`check_lite_collection` for every collection of a Lite database."""
+    root = Path(uri).expanduser().resolve() / "collections"
+    if root.is_dir():
+        for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+            check_lite_collection(uri, folder.name)
+
+
 def _segment_problem(path: Path) -> str:
     """'' when a Parquet segment exists and its footer reads, else what is wrong with it."""
     rel = "/".join(path.parts[-3:])

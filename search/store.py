@@ -25,7 +25,13 @@ from .errors import (
     VSearchError,
 )
 from .filters import quote
-from .lite_health import LiteOpenFailure, capture_lite_open, check_lite_collection, repair_hint
+from .lite_health import (
+    LiteOpenFailure,
+    capture_lite_open,
+    check_lite_collection,
+    check_lite_store,
+    repair_hint,
+)
 from .retry import retrying, short
 from .schema import (
     FINGERPRINT_FIELDS,
@@ -74,6 +80,9 @@ class MilvusStore:
             uri = str(Path(uri).expanduser().resolve())
             # Lite opens in process: a lock held by another process, or a damaged database,
             # will not go away by waiting; milvus_lite's own traceback is kept for -v only.
+            # Its segment files are checked first: Lite reads them on open and logs a
+            # traceback for a damaged one (even under --quiet) before failing.
+            check_lite_store(uri)
             try:
                 with capture_lite_open() as failure:
                     return MilvusClient(uri=uri, token=self.settings.token or "", timeout=30)
@@ -134,6 +143,8 @@ class MilvusStore:
         except VSearchError:
             raise
         except Exception as exc:
+            if self.settings.is_lite:  # a damaged file is named with its repair, not echoed
+                check_lite_store(self.settings.uri)
             raise StoreError(f"Milvus {what} failed: {short(exc)}") from exc
         raise AssertionError("unreachable")
 
@@ -403,8 +414,7 @@ class MilvusStore:
         conn = self.client._get_connection()  # the gRPC Import call (2.3 and later)
         before = self.count(name)
         tasks = [
-            self._call("bulk_insert", conn.do_bulk_insert, name, "", list(group))
-            for group in files
+            self._call("bulk_insert", conn.do_bulk_insert, name, "", list(group)) for group in files
         ]
         deadline, rows = time.monotonic() + timeout, 0
         for task in tasks:

@@ -22,7 +22,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
 from search import errors
-from search.filters import check_fields, filter_values
+from search.filters import check_fields, check_limits, filter_values
 from search.searcher import Searcher
 
 T = TypeVar("T")
@@ -39,12 +39,16 @@ class SearchLimits:
         self,
         searcher: Searcher,
         *,
-        budget_s: float = SEARCH_BUDGET_S,
-        workers: int = SEARCH_WORKERS,
-        lite_work: int = LITE_FILTER_WORK,
+        budget_s: float | None = None,
+        workers: int | None = None,
+        lite_work: int | None = None,
     ) -> None:
-        self.searcher, self.budget_s, self.lite_work = searcher, budget_s, lite_work
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="vsearch-search")
+        self.searcher = searcher
+        self.budget_s = SEARCH_BUDGET_S if budget_s is None else budget_s
+        self.lite_work = LITE_FILTER_WORK if lite_work is None else lite_work
+        self._pool = ThreadPoolExecutor(
+            workers or SEARCH_WORKERS, thread_name_prefix="vsearch-search"
+        )
         self._lock = threading.Lock()
         self._cache: tuple[float, str, dict[str, str], int] | None = None
 
@@ -68,6 +72,7 @@ class SearchLimits:
         """Refuse unknown fields, wrong kinds and (on Lite) filters too costly to run."""
         if not filters:
             return
+        check_limits(filters)  # before any store call
         fields, count = self.catalog_fields()
         check_fields(filters, fields)
         work = filter_values(filters) * count

@@ -1,34 +1,27 @@
 """One FastAPI process: the JSON API under /api, /health, and the Gradio page at /.
 
-Nothing here phones home: Gradio analytics and Hugging Face hub access are switched off
-before Gradio is imported, and the app is never shared through a tunnel.
+Nothing here phones home: the page is built with Gradio analytics off, and the app is never
+shared through a tunnel. The library leaves the process environment alone; ``vsearch serve``
+(the entry point) also switches off Gradio's and the Hugging Face hub's telemetry.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from typing import Any
 
-for _name, _value in (
-    ("GRADIO_ANALYTICS_ENABLED", "False"),
-    ("HF_HUB_OFFLINE", "1"),
-    ("HF_HUB_DISABLE_TELEMETRY", "1"),
-):
-    os.environ.setdefault(_name, _value)
+import gradio as gr
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
 
-import gradio as gr  # noqa: E402
-from fastapi import FastAPI, Request  # noqa: E402
-from fastapi.responses import Response  # noqa: E402
+from search import Searcher, Settings
 
-from search import Searcher, Settings  # noqa: E402
-
-from .api import build_router, error_response, install_error_handlers  # noqa: E402
-from .app import CSS, build_blocks  # noqa: E402
-from .docs import DOCS_URL, install_docs  # noqa: E402
-from .guard import RequestGuard  # noqa: E402
-from .service import CatalogService, UiOptions  # noqa: E402
+from .api import build_router, error_response, install_error_handlers
+from .app import CSS, build_blocks
+from .docs import DOCS_URL, install_docs
+from .guard import RequestGuard
+from .service import CatalogService, UiOptions
 
 log = logging.getLogger(__name__)
 UPLOAD_ROUTES = ("/api/search/image",)

@@ -77,6 +77,15 @@ PROTECTED = [
     ("GET", "/gradio_api/info", {}),
     ("GET", "/gradio_api/queue/status", {}),
     ("POST", "/gradio_api/upload", {"files": {"files": ("a.jpg", b"x")}}),
+    # left open before (adversarial run 2): docs, both OpenAPI files, heartbeat, cancel, reset
+    ("GET", "/api/docs", {}),
+    ("GET", "/api/docs/assets/swagger-ui-bundle.js", {}),
+    ("GET", "/api/openapi.json", {}),
+    ("GET", "/openapi.json", {}),
+    ("GET", "/gradio_api/heartbeat/abc123", {}),
+    ("POST", "/gradio_api/cancel", {"json": {"session_hash": "x", "fn_index": 0}}),
+    ("POST", "/reset", {"json": {}}),
+    ("POST", "/gradio_api/reset", {"json": {}}),
 ]
 
 
@@ -84,8 +93,10 @@ PROTECTED = [
 def test_auth_is_enforced(shop: Shop, method: str, path: str, kw: dict) -> None:
     for auth in (None, ("alice", "wrong"), ("mallory", AUTH[1]), ("", "")):
         resp = httpx.request(method, shop.url + path, auth=auth, timeout=60, **kw)
-        assert resp.status_code in (401, 403), (auth, resp.status_code, resp.text[:200])
+        assert resp.status_code == 401, (auth, resp.status_code, resp.text[:200])
         assert "coffee" not in resp.text and MARKER not in resp.text
+        # the documented error shape
+        assert resp.json() == {"detail": "authentication required", "error": "AuthenticationError"}
 
 
 def test_auth_lets_the_right_login_in_and_health_stays_public(shop: Shop) -> None:
@@ -277,6 +288,56 @@ def test_filter_injection_through_the_gradio_endpoints(shop: Shop) -> None:
             assert "500" not in str(exc), exc
             continue
         assert gallery == [] or len(gallery) == 0, payload
+
+
+# -- costly requests -------------------------------------------------------------------------
+def test_costly_and_nested_requests_are_refused_while_others_are_served(shop: Shop) -> None:
+    """8 fields x 1,000 values took 33 s of server CPU and `[` x 5000 was a 500; now both
+    are a 422 with a message, in parallel, while a normal search still answers."""
+    costly = {f"f{k}": [f"v{i}-{k}" for i in range(1000)] for k in range(8)}
+    nested = '{"id": "coffee-0", "filters": {"category": ' + "[" * 5000 + "}}"
+    results: list[tuple[str, int, str, float]] = []
+    lock = threading.Lock()
+
+    def attack(kind: str) -> None:
+        with shop.api() as c:
+            t0 = time.perf_counter()
+            if kind == "costly":
+                r = c.post("/api/search/id", json={"id": "coffee-0", "filters": costly})
+            elif kind == "nested":
+                r = c.post(
+                    "/api/search/id", content=nested, headers={"content-type": "application/json"}
+                )
+            else:
+                r = c.post("/api/search/id", json={"id": "rocket-0", "limit": 3})
+            with lock:
+                results.append((kind, r.status_code, r.text[:300], time.perf_counter() - t0))
+
+    kinds = ["costly"] * 3 + ["nested"] * 3 + ["normal"] * 2
+    threads = [threading.Thread(target=attack, args=(k,)) for k in kinds]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert len(results) == len(kinds)
+    for kind, status, text, _ in results:
+        if kind == "normal":
+            assert status == 200 and '"rocket-1"' in text, text
+        else:
+            assert status == 422, (kind, status, text)
+            body = json.loads(text)
+            assert body["error"] == "ConfigError"
+            assert ("too many filter values" if kind == "costly" else "nested deeper") in (
+                body["detail"]
+            )
+    took = {k: max(t for kind, _, _, t in results if kind == k) for k in set(kinds)}
+    print("\nslowest reply per kind (s): " + ", ".join(f"{k} {v:.2f}" for k, v in took.items()))
+    with shop.api() as c:
+        sku = ["coffee-0"] + [f"sku-{i}" for i in range(999)]  # a 1,000-value filter answers
+        r = c.post("/api/search/id", json={"id": "coffee-1", "filters": {"id": sku}})
+        assert r.status_code == 200 and [m["id"] for m in r.json()["matches"]] == ["coffee-0"]
+        unknown = c.post("/api/search/id", json={"id": "coffee-1", "filters": {"colour": "red"}})
+        assert unknown.status_code == 422 and "'colour'" in unknown.json()["detail"]
 
 
 # -- uploads ---------------------------------------------------------------------------------

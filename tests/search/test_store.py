@@ -121,3 +121,87 @@ def test_search_consistency_is_validated_and_read_from_the_environment() -> None
     assert Settings.from_env(env).search_consistency == "Bounded"
     with pytest.raises(ConfigError, match="search_consistency"):
         Settings(search_consistency="eventual-ish")
+
+
+@pytest.mark.parametrize("damage", ["segment-removed", "segment-truncated", "collections-removed"])
+def test_a_damaged_lite_store_is_reported_with_the_repair_command(
+    settings, tmp_path: Path, damage: str
+) -> None:
+    """A lost or cut segment file used to read as an empty catalog ("no item")."""
+    import shutil
+
+    from search.errors import StoreError
+
+    store = MilvusStore(settings)
+    store.create("v1", MODEL)
+    store.upsert("v1", _rows(50))
+    store.flush("v1")
+    store.set_alias("shop", "v1")
+    copy = tmp_path / "copy.db"  # a copy carries no lock: another store can open it here
+    shutil.copytree(settings.uri, copy, ignore=shutil.ignore_patterns("LOCK"))
+    segments = sorted((copy / "collections" / "v1").rglob("*.parquet"))
+    assert segments
+    if damage == "segment-removed":
+        segments[0].unlink()
+    elif damage == "segment-truncated":
+        with segments[0].open("r+b") as fh:
+            fh.truncate(segments[0].stat().st_size // 2)
+    else:
+        shutil.rmtree(copy / "collections")
+    damaged = MilvusStore(settings.replace(uri=str(copy)))
+    with pytest.raises(StoreError) as info:
+        damaged.count(damaged.require("shop"))
+    message = str(info.value)
+    assert "vsearch index CATALOG" in message and f"mv {copy} {copy}.damaged" in message, message
+    assert "Traceback" not in message and len(message.splitlines()) == 1
+    assert MilvusStore(settings).count("v1") == 50  # the original is untouched
+
+
+def test_retries_are_decided_by_error_type_and_code_not_by_words() -> None:
+    import grpc
+    from pymilvus.exceptions import MilvusException
+
+    from search.retry import transient
+
+    class Rpc(grpc.RpcError):
+        def __init__(self, code: grpc.StatusCode) -> None:
+            self._code = code
+
+        def code(self) -> grpc.StatusCode:
+            return self._code
+
+    assert transient(Rpc(grpc.StatusCode.UNAVAILABLE))
+    assert transient(MilvusException(2, "Fail connecting to server"))  # CONNECT_FAILED
+    assert transient(MilvusException(65535, "whatever", retriable=True))
+    assert transient(ConnectionResetError())
+    assert not transient(Rpc(grpc.StatusCode.INVALID_ARGUMENT))
+    # words alone decide nothing: an input error that mentions a timeout is not retried
+    assert not transient(MilvusException(6, "unexpected token 'timeout'", is_input_error=True))
+    assert not transient(MilvusException(1100, "connection refused in a filter value"))
+    assert not transient(ValueError("server unavailable"))
+
+
+def test_bounded_retries_then_one_store_error(settings, caplog) -> None:
+    from pymilvus.exceptions import MilvusException
+
+    from search.errors import StoreError
+
+    calls = []
+
+    def flaky() -> None:
+        calls.append(1)
+        raise MilvusException(2, "Fail connecting to server on 127.0.0.1:1")
+
+    store = MilvusStore(settings.replace(retries=2, retry_backoff=0.01))
+    with pytest.raises(StoreError, match="Milvus search failed: .*Fail connecting"):
+        store._call("search", flaky)
+    assert len(calls) == 3 and "retry 2 in 0.0s" in caplog.text
+    calls.clear()
+
+    def wrong() -> None:
+        calls.append(1)
+        raise MilvusException(6, "bad expression")
+
+    with pytest.raises(StoreError, match="bad expression"):
+        store._call("search", wrong)
+    assert len(calls) == 1  # not transient: never retried

@@ -113,6 +113,33 @@ def test_malformed_requests_get_4xx(live_server, method: str, path: str, kw: dic
     resp = httpx.request(method, live_server.url + path, timeout=60, **kw)
     assert 400 <= resp.status_code < 500, resp.text
     assert b"Traceback" not in resp.content and b"root:" not in resp.content
+    body = resp.json()  # one documented shape, body-parse errors included
+    assert set(body) == {"detail", "error"} and body["error"] and body["detail"], body
+
+
+@pytest.mark.browser
+def test_api_docs_render_with_the_network_blocked(live_server, chromium) -> None:
+    """/api/docs loaded Swagger UI from a CDN: offline it was a blank page."""
+    page = chromium.new_page()
+    outside: list[str] = []
+
+    def only_local(route) -> None:
+        if route.request.url.startswith(live_server.url):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_local)
+    try:
+        page.goto(live_server.url + "/api/docs", wait_until="load")
+        page.wait_for_selector(".swagger-ui .information-container h2", timeout=60_000)
+        assert "vsearch" in page.inner_text(".swagger-ui .information-container h2")
+        page.wait_for_selector("text=/api/search/image", timeout=60_000)
+        assert page.locator(".opblock").count() >= 8  # every operation is listed
+    finally:
+        page.close()
+    assert outside == []
 
 
 def test_gradio_client_calls_the_named_endpoints(live_server, ui_catalog) -> None:
