@@ -43,6 +43,9 @@ def options_from(args: argparse.Namespace, env: Mapping[str, str] | None = None)
 def run(args: argparse.Namespace) -> int:
     options = options_from(args)
     settings = settings_from(args)
+    # before Gradio is imported: no usage statistics, no hub telemetry
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     from ui.server import serve
 
     serve(settings, options, warm=not args.no_warmup, announce=lambda line: print(line, flush=True))
