@@ -43,6 +43,7 @@ COMMAND_MODULES = (
     "evaluate",
     "finetune",
     "milvus_server",
+    "settings",
 )
 CLI_SECTIONS = ("store", "model", "indexing")  # settings sections offered as flags
 log = logging.getLogger("vsearch")

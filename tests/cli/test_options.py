@@ -85,3 +85,20 @@ def test_settings_flags_beat_the_environment(monkeypatch: pytest.MonkeyPatch):
     args = build_parser().parse_args(["index", "cat.csv", "--collection", "from-flag"])
     settings = settings_from(args)
     assert (settings.collection, settings.workers) == ("from-flag", 2)
+
+
+def test_settings_command_lists_every_setting_with_its_value_and_hides_the_token(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    import json
+
+    from cli.main import main
+
+    monkeypatch.setenv("VSEARCH_WORKERS", "3")
+    monkeypatch.setenv("VSEARCH_TOKEN", "root:secret")
+    assert main(["settings", "--json"]) == 0
+    rows = {r["setting"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == {f.name for f in dataclasses.fields(Settings)}
+    assert rows["workers"]["value"] == 3 and rows["workers"]["variable"] == "VSEARCH_WORKERS"
+    assert rows["token"]["value"] == "***"
+    assert all(r["help"] for r in rows.values())  # every setting says what it means
