@@ -273,8 +273,12 @@ class Flow:
         self.report["steps"].append(step)
         return step
 
-    def measure(self, tag: str, collection: str) -> dict[str, Any] | None:
+    def measure(self, tag: str, collection: str, crops: str = "") -> dict[str, Any] | None:
+        """Every query through ``Searcher``; ``crops`` overrides the query crops (default: the
+        searcher's own default, as a new user gets it)."""
         env = {**self.env, "VSEARCH_COLLECTION": collection}
+        if crops:
+            env["VSEARCH_QUERY_CROPS"] = crops
         step = search_all(self.queries, env, self.work, tag, self.args.step_timeout)
         out = step.pop("output")
         step.pop("stdout")
@@ -284,14 +288,17 @@ class Flow:
         m = metrics(out["results"], self.truth, self.truth_category, self.category_of,
                     self.args.seed)  # fmt: skip
         m.update(collection=out["collection"], model=out["model"], searched_as=collection,
-                 search_seconds=round(out["seconds"], 2))  # fmt: skip
+                 query_crops=crops or "default", search_seconds=round(out["seconds"], 2))  # fmt: skip
         self.report["models"][tag] = m
         return m
 
     def base(self) -> bool:
         idx = self.step("index-base", "index", str(self.catalog), "--json")
         self.report["index_base"] = idx["json"]
-        return idx["rc"] in (0, 1) and self.measure("base", "catalog") is not None
+        ok = idx["rc"] in (0, 1) and self.measure("base", "catalog") is not None
+        if ok and self.args.whole:
+            self.measure("base-whole", "catalog", crops="none")
+        return ok
 
     def finetune(self) -> Path | None:
         fhelp = help_text(self.env, "finetune")
@@ -329,6 +336,8 @@ class Flow:
                                   "message": pr["stderr_tail"][-500:]}  # fmt: skip
         if self.measure("adapted", "catalog" if accepted else name) is None:
             return
+        if self.args.whole:
+            self.measure("adapted-whole", "catalog" if accepted else name, crops="none")
         base, new = self.report["models"]["base"], self.report["models"]["adapted"]
         self.report["paired"] = {
             k: sign_test(np.array(base["per_query"][k]), np.array(new["per_query"][k]))
@@ -413,6 +422,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="fine-tune with a bad setting (lr x100, or shuffled categories)")  # fmt: skip
     p.add_argument("--work", type=Path, help="working folder (default: a temporary one)")
     p.add_argument("--keep", action="store_true", help="keep the temporary working folder")
+    p.add_argument("--whole", action="store_true",
+                   help="also search with the whole photo only (VSEARCH_QUERY_CROPS=none)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="bootstrap / shuffle seed")
     p.add_argument("--step-timeout", type=float, default=1800)
     p.add_argument("--finetune-timeout", type=float, default=3600)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from cli.main import main
@@ -20,11 +22,12 @@ from training.evaluation.backgrounds import load_backgrounds
 from training.evaluation.labels import LabelledCatalog, choose_task
 from training.evaluation.report import json_safe
 from training.evaluation.scores import QueryScores, judge, score
-from training.evaluation.shopper import EVAL, TRAIN, backdrop_mask, shopper_view
+from training.evaluation.shopper import EVAL, TRAIN, ViewFamily, backdrop_mask, shopper_view
 from training.evaluation.significance import bootstrap, paired_test
 from training.finetune import FinetuneOptions, read_verdict
 from training.finetune.data import make_split
 from training.finetune.label_verdict import check_answerable
+from training.finetune.losses import koleo_loss
 from training.finetune.towers import SplitTower, identity_head
 
 
@@ -301,3 +304,36 @@ def test_batches_group_look_alikes_and_cover_every_item_once() -> None:
     assert sorted(flat.tolist()) == items.tolist()
     groups = [set((b[i : i + 4] - 100) // 4) for b in batches for i in range(0, len(b), 4)]
     assert sum(len(g) == 1 for g in groups) >= 4  # look-alikes travel together
+
+
+def test_zoomed_training_views_frame_the_product_closer() -> None:
+    """A zoomed view (as one of the query's crops sees it) shows the product larger, at the
+    same output size, and still reproducibly."""
+    product = Image.new("RGB", (120, 120), (250, 250, 250))
+    product.paste((220, 20, 20), (20, 20, 100, 100))
+    far = dataclasses.replace(TRAIN, zoom_p=0.0, occlude_p=0.0, background_p=0.0)
+    near = dataclasses.replace(far, zoom_p=1.0)
+
+    def red_share(family: ViewFamily, seed: int) -> float:
+        a = np.asarray(shopper_view(product, family, [], random.Random(seed)), np.int16)
+        assert max(a.shape[:2]) == family.size
+        return float(np.mean((a[..., 0] > 120) & (a[..., 1] < 90) & (a[..., 2] < 90)))
+
+    whole = np.mean([red_share(far, s) for s in range(12)])
+    closer = np.mean([red_share(near, s) for s in range(12)])
+    assert closer > 1.15 * whole > 0
+    a = shopper_view(product, near, [], random.Random("z"))
+    assert np.array_equal(
+        np.asarray(a), np.asarray(shopper_view(product, near, [], random.Random("z")))
+    )
+
+
+def test_koleo_pushes_the_nearest_other_item_away_and_ignores_own_views() -> None:
+    labels = torch.tensor([0, 0, 1, 2])
+    close = F.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.01], [1.0, 0.1], [0.0, 1.0]]), dim=-1)
+    apart = F.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.01], [0.0, 1.0], [-1.0, 0.0]]), dim=-1)
+    assert koleo_loss(close, labels) > koleo_loss(apart, labels)
+    # an item's own views (same label) never count as its nearest neighbour
+    same = F.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]), dim=-1)
+    assert torch.isfinite(koleo_loss(same, labels))
+    assert koleo_loss(same, torch.zeros(4, dtype=torch.long)).item() == 0.0

@@ -51,11 +51,18 @@ class _Set:
     categories: list[str] | None
 
 
-def query_scores(embed: Embed, data: JudgeSet, items: np.ndarray) -> QueryScores:
-    """Every judging view of ``items`` searches the whole catalog (its clean photos)."""
+def query_scores(
+    embed: Embed, data: JudgeSet, items: np.ndarray, gallery: np.ndarray | None = None
+) -> QueryScores:
+    """Every judging view of ``items`` searches the whole catalog (its clean photos).
+
+    ``gallery``: the catalog's embeddings (rows of ``data.clean.ok`` items), when the
+    caller already has them (several question sets asked of one model).
+    """
     ok = data.clean.ok
     gallery_rows = np.nonzero(ok)[0]
-    gallery = embed(data.clean.maps[gallery_rows, 0])
+    if gallery is None:
+        gallery = embed(data.clean.maps[gallery_rows, 0])
     items = items[data.eval_views.ok[items] & ok[items]]
     if items.size == 0:
         empty = np.zeros(0)

@@ -3,7 +3,9 @@
 A catalog photo (a product, usually on a plain backdrop) is cut out from its backdrop,
 partly cropped, flipped, rotated, put in perspective, pasted at a random scale and place
 onto a real background photo, partly occluded, re-lit (white balance, brightness,
-contrast), blurred, given sensor noise and JPEG-recompressed.
+contrast), blurred, given sensor noise and JPEG-recompressed. Some training views are
+framed closer (``zoom``): a window of the photo around the product, as one of the query's
+crops (``search/query_crops.py``) sees it, at the same detail.
 
 Two families share the code but not their parameters nor their backgrounds: ``TRAIN``
 makes the training views; ``EVAL`` (other backgrounds, other ranges, and a few operations
@@ -14,6 +16,7 @@ passed in: a view is reproducible from its seed.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import random
 from collections.abc import Sequence
@@ -46,9 +49,13 @@ class ViewFamily:
     motion_p: float = 0.0  # box blur along one axis (camera shake)
     noise: float = 6.0  # max sensor-noise sigma, grey levels
     jpeg: tuple[int, int] = (45, 90)
+    # a closer framing: the frame cut to a window of this share of its side around the
+    # product (what one of the query's crops sees, search/query_crops.py)
+    zoom_p: float = 0.0
+    zoom: tuple[float, float] = (0.5, 0.8)
 
 
-TRAIN = ViewFamily("train")
+TRAIN = ViewFamily("train", zoom_p=0.5)
 EVAL = ViewFamily(
     "eval",
     size=240,
@@ -79,6 +86,10 @@ def shopper_view(
     rng: random.Random,
 ) -> Image.Image:
     """One simulated shopper photo of ``photo`` (RGB in, RGB out)."""
+    zoom, size = 1.0, family.size
+    if family.zoom_p > 0 and rng.random() < family.zoom_p:  # framed closer: a larger frame
+        zoom = rng.uniform(*family.zoom)
+        family = dataclasses.replace(family, size=int(family.size / zoom))
     product = _cut_out(photo.convert("RGB"), rng, family)
     if rng.random() < family.flip_p:
         product = product.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
@@ -86,9 +97,14 @@ def shopper_view(
     product = _fit(product, frame.size, family, rng)  # geometry at the final size: cheap
     product = product.rotate(rng.uniform(-family.rotate, family.rotate), Image.BILINEAR, True)
     product = _perspective(product, family.perspective, rng)
-    _paste(frame, product, rng)
+    box = _paste(frame, product, rng)
     if backgrounds and rng.random() < family.occlude_p:
         _occlude(frame, product.size, family, backgrounds, rng)
+    if zoom < 1.0:
+        frame = _zoom(frame, box, zoom, rng)
+        if max(frame.size) != size:  # a pixel or two off after rounding
+            r = size / max(frame.size)
+            frame = frame.resize((round(frame.width * r), round(frame.height * r)))
     frame = _relight(frame, family, rng)
     return _degrade(frame, family, rng)
 
@@ -189,12 +205,34 @@ def _fit(
     return product.resize((pw, ph), Image.BILINEAR, reducing_gap=2.0)
 
 
-def _paste(frame: Image.Image, product: Image.Image, rng: random.Random) -> None:
+def _paste(
+    frame: Image.Image, product: Image.Image, rng: random.Random
+) -> tuple[int, int, int, int]:
+    """Paste ``product`` at a random place; its box (x0, y0, x1, y1) in the frame."""
     fw, fh = frame.size
     pw, ph = product.size
     x = rng.randint(-pw // 10, max(-pw // 10, fw - pw + pw // 10))
     y = rng.randint(-ph // 10, max(-ph // 10, fh - ph + ph // 10))
     frame.paste(product, (x, y), product)
+    return x, y, x + pw, y + ph
+
+
+def _zoom(
+    frame: Image.Image,
+    box: tuple[int, int, int, int],
+    s: float,
+    rng: random.Random,
+) -> Image.Image:
+    """A window of ``s`` of the frame's sides that holds the product's centre."""
+    fw, fh = frame.size
+    cw, ch = max(16, int(fw * s)), max(16, int(fh * s))
+    cx = min(max((box[0] + box[2]) // 2, 0), fw - 1)
+    cy = min(max((box[1] + box[3]) // 2, 0), fh - 1)
+    # the centre falls anywhere in the middle 80% of the window
+    x0 = cx - int(cw * rng.uniform(0.1, 0.9))
+    y0 = cy - int(ch * rng.uniform(0.1, 0.9))
+    x0, y0 = min(max(x0, 0), fw - cw), min(max(y0, 0), fh - ch)
+    return frame.crop((x0, y0, x0 + cw, y0 + ch))
 
 
 def _occlude(

@@ -33,7 +33,7 @@ from ..evaluation.instance import query_scores
 from ..evaluation.scores import QueryScores, Verdict, judge
 from ..evaluation.views import ViewSet
 from .batches import nearest, neighbourhood_batches
-from .losses import supcon_loss
+from .losses import koleo_loss, supcon_loss
 from .options import FinetuneOptions
 from .towers import SplitTower
 from .train import Progress, TrainEvent
@@ -172,6 +172,8 @@ class Trainer:
             clean = z[: len(b)]
             base = self.base_clean[b].to(self.device)
             loss = loss + o.distill * (1.0 - (clean * base).sum(-1)).mean()
+            if o.entropy > 0:
+                loss = loss + o.entropy * koleo_loss(z, labels)
             if self.cat_ids is not None:
                 cat = self.cat_ids[b].to(self.device).repeat(3)
                 loss = loss + o.category_weight * supcon_loss(z, cat, o.temperature)
@@ -224,8 +226,9 @@ def adapt(
     for epoch in range(1, opts.epochs + 1):
         t0 = time.perf_counter()
         loss = trainer.epoch(data.train, opt, sched, epoch, progress)
-        val = query_scores(embed, data, data.val)
-        key, seen = val.criterion(), query_scores(embed, data, data.seen).criterion()
+        gallery = embed(data.clean.maps[np.nonzero(data.clean.ok)[0], 0])
+        val = query_scores(embed, data, data.val, gallery)
+        key, seen = val.criterion(), query_scores(embed, data, data.seen, gallery).criterion()
         history.epochs.append(
             {
                 "epoch": epoch,

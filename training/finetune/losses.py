@@ -24,6 +24,22 @@ def supcon_loss(z: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1)
     return -mean_log_prob.mean()
 
 
+def koleo_loss(z: torch.Tensor, labels: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Kozachenko-Leonenko entropy regulariser (SSCD, Pizzi et al. 2022): spread items apart.
+
+    ``-mean(log(distance to the nearest embedding of another label))`` over the batch:
+    pushes each item away from its closest other item, so look-alike products keep
+    distinct vectors. Pairs of one label (an item and its views) are left out.
+    """
+    dist = torch.cdist(z, z)
+    same = labels[:, None] == labels[None, :]
+    nearest = dist.masked_fill(same, float("inf")).amin(1)
+    ok = torch.isfinite(nearest)
+    if not bool(ok.any()):
+        return z.sum() * 0.0
+    return -torch.log(nearest[ok] + eps).mean()
+
+
 def batch_hard_triplet_loss(
     z: torch.Tensor, labels: torch.Tensor, margin: float = 0.2
 ) -> torch.Tensor:

@@ -22,7 +22,7 @@ DEFAULTS = {
     ("label", "partial"): (4, 1e-3, 32, 2),
     ("label", "full"): (4, 5e-4, 32, 2),
     ("instance", "head"): (60, 1e-3, 64, 8),
-    ("instance", "partial"): (40, 3e-4, 64, 6),
+    ("instance", "partial"): (32, 3e-4, 64, 6),
 }
 
 
@@ -48,6 +48,8 @@ class FinetuneOptions:
         (instance objective); ``backgrounds`` a folder of the user's background photos
         (default: real photos that install with scikit-image).
     distill: weight of keeping the catalog photos' embeddings near the base's (cosine).
+    entropy: weight of the Kozachenko-Leonenko entropy term (SSCD): each item is pushed
+        away from its nearest other item in the batch, so look-alikes keep distinct vectors.
     category_weight: weight of a same-category term (a weak, optional signal; 0 = off).
     refit: after a model passed the verdict, train it again on every item (the exported
         model); the verdict itself always comes from items never trained on.
@@ -117,6 +119,9 @@ class FinetuneOptions:
         metavar="DIR",
     )
     distill: float = option(1.0, "instance: pull towards the base's vectors")
+    entropy: float = option(
+        2.0, "instance: weight of the KoLeo entropy term that spreads look-alikes apart (0 = off)"
+    )
     category_weight: float = option(
         0.0, "instance: weight of a same-category term (a weak signal; 0 = off)"
     )
@@ -143,8 +148,8 @@ class FinetuneOptions:
             raise ConfigError("dim and per-label must be at least 2, unfreeze at least 0")
         if self.views < 2 or self.eval_views < 1:
             raise ConfigError("views must be at least 2 and eval-views at least 1")
-        if self.distill < 0 or self.category_weight < 0:
-            raise ConfigError("distill and category-weight must be at least 0")
+        if self.distill < 0 or self.category_weight < 0 or self.entropy < 0:
+            raise ConfigError("distill, entropy and category-weight must be at least 0")
         if self.objective == "instance" and self.strategy == "full":
             raise ConfigError(
                 "the instance objective trains the last stages on cached views: use "
