@@ -230,6 +230,19 @@ def build_router(service: CatalogService) -> tuple[APIRouter, APIRouter]:
         hits = limits.run(searcher.similar, image, **kw, min_score=floor(min_score))
         return _page(hits, limit, offset)
 
+    known = {r.path for r in api.routes if hasattr(r, "path")}
+
+    @api.api_route(
+        "/{rest:path}",
+        methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
+        include_in_schema=False,
+    )
+    def not_an_operation(rest: str) -> None:
+        """Unknown /api paths and wrong methods get the API's error shape, not the page's."""
+        if f"/api/{rest}" in known:
+            raise HTTPException(405, "method not allowed on this route")
+        raise HTTPException(404, "no such API route")
+
     return public, api
 
 

@@ -54,10 +54,20 @@ def collection_line(info: CollectionInfo) -> str:
 
 
 def register_promote(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("promote", help="make a collection version live (one atomic alias switch)")
+    p = sub.add_parser(
+        "promote",
+        help="make a collection version live (one atomic alias switch)",
+        description="Make a collection version live. It must hold the live version's items "
+        "as they are now: a version that lacks items, still holds items deleted since it was "
+        "built, or holds older titles, prices or images is refused, and the message names "
+        "the `vsearch index` command that brings it up to date.",
+    )
     p.add_argument("name", help="physical collection to make live (see vsearch collections)")
     p.add_argument(
-        "--force", action="store_true", help="promote even if items of the live version are missing"
+        "--force",
+        action="store_true",
+        help="promote even if the version differs from the live one (missing, deleted or "
+        "changed items)",
     )
     p.add_argument(
         "--allow-worse",
