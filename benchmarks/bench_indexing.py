@@ -30,13 +30,22 @@ log = logging.getLogger("bench_indexing")
 
 
 def load_embedder(
-    device: str, cache_dir: str | None, precision: str = "auto", backend: str = "torch"
+    device: str,
+    cache_dir: str | None,
+    precision: str = "auto",
+    backend: str = "torch",
+    threads: int = 0,
 ) -> Any:
     from search.config import DEFAULT_MODEL
     from search.embedder import Embedder
 
     return Embedder(
-        DEFAULT_MODEL, device=device, precision=precision, cache_dir=cache_dir, backend=backend
+        DEFAULT_MODEL,
+        device=device,
+        precision=precision,
+        cache_dir=cache_dir,
+        backend=backend,
+        threads=threads,
     )
 
 
@@ -219,7 +228,12 @@ def backend_comparison(
 
     device = "cpu"  # the exported backends run on the CPU
     default = device_defaults(device)
-    embs = {b: load_embedder(device, args.cache_dir, backend=b) for b in args.backends}
+    if args.backend_threads:  # e.g. 1: per-image CPU cost hardly disturbed by other load
+        default = dataclasses.replace(default, threads=args.backend_threads)
+    embs = {
+        b: load_embedder(device, args.cache_dir, backend=b, threads=default.threads)
+        for b in args.backends
+    }
     pixels = preprocessed(next(iter(embs.values())), paths, max(16, default.batch_size))
     runs: dict[str, list[dict[str, float]]] = {b: [] for b in embs}
     for k in range(args.repeats):
@@ -518,6 +532,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     p.add_argument(
         "--backends-only", action="store_true", help="only the backend comparison (no sweeps)"
+    )
+    p.add_argument(
+        "--backend-threads",
+        type=int,
+        default=0,
+        help="model threads in the backend comparison (0: the device default)",
     )
     args = p.parse_args(argv)
     if args.quick:

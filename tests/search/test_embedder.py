@@ -104,3 +104,35 @@ def test_cuda_embeddings_match_cpu(embedder: Embedder, cache_dir) -> None:
     img = photo("coffee")
     cos = float(gpu.embed_images([img])[0] @ embedder.embed_images([img])[0])
     assert cos > 0.99
+
+
+def test_from_settings_passes_backend_precision_and_threads(monkeypatch) -> None:
+    from search.config import Settings
+
+    seen: dict = {}
+
+    def record(self, model, pretrained="", **kw) -> None:
+        seen.update(kw, model=model, pretrained=pretrained)
+
+    monkeypatch.setattr(Embedder, "__init__", record)
+    settings = Settings(backend="openvino", precision="bf16", threads=3, device="cpu")
+    Embedder.from_settings(settings)
+    assert seen["backend"] == "openvino" and seen["precision"] == "bf16"
+    assert seen["threads"] == 3 and seen["device"] == "cpu"
+    assert Settings.from_env({"VSEARCH_BACKEND": "onnxruntime"}).backend == "onnxruntime"
+
+
+def test_cpu_device_is_resolved_without_importing_torch() -> None:
+    import subprocess
+    import sys
+
+    from search.backends.device import _gpu_possible
+
+    if _gpu_possible():
+        pytest.skip("a GPU device node is present: torch decides")
+    code = (
+        "import sys; from search.backends.device import resolve_device; "
+        "print(resolve_device('auto'), resolve_device('cpu'), 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["cpu", "cpu", "False"], out.stderr[-2000:]
