@@ -261,11 +261,12 @@ def _embed_and_upsert(
     refs, members = _distinct_sources(jobs)
     if writer is None:
         writer = _Writer(store, physical) if tuning.async_writes else _SyncWriter(store, physical)
-    if engine is None:
-        batches = _local_batches(refs, embedder, tuning, max_pixels)
-    else:
-        log.info("embedding %d images (%d distinct) with %s", len(jobs), len(refs), engine)
+    how = engine if engine is not None else f"{embedder.device}: {tuning}"
+    log.info("embedding %d images (%d distinct) with %s", len(jobs), len(refs), how)
+    if engine is not None:
         batches = engine(refs)
+    else:
+        batches = _local_batches(refs, embedder, tuning, max_pixels)
     done = 0
     t0 = time.perf_counter()
     try:
@@ -315,7 +316,6 @@ def _local_batches(
         workers=min(tuning.workers, len(refs)),
         pin_memory=tuning.pin_memory and device.startswith("cuda"),
     )
-    log.info("embedding %d distinct images on %s: %s", len(refs), device, tuning)
     seen = _SeenVectors()
     for batch in loader:
         index, hashes, pixels = model_input(
