@@ -40,15 +40,27 @@ BASIC = HTTPBasic(auto_error=False)
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": s.ErrorOut} for code in (400, 401, 404, 409, 413, 422, 503)
 }
-# an absolute POSIX path of two or more parts, not inside a URL (…//host/x) nor a route
+# an absolute POSIX path of two or more parts (also after "local-dir:"), not inside a URL
+# (http://host/x: "//" and a path after a host name are skipped) nor one of our routes
 _ABS_PATH = re.compile(
-    r"(?<![\w:/.~-])(/(?!api/|gradio_api/)[^\s'\"`,;()\[\]<>]+/[^\s'\"`,;()\[\]<>]+)"
+    r"(?<![\w/.~-])(/(?!/|api/|gradio_api/)[^\s'\"`,;()\[\]<>]+/[^\s'\"`,;()\[\]<>]+)"
 )
 
 
 def redact(text: str) -> str:
     """``text`` with absolute server paths cut to their last part (``…/name``)."""
     return _ABS_PATH.sub(lambda m: "…/" + PurePosixPath(m.group(1)).name, text)
+
+
+def _redacted(data: Any) -> Any:
+    """``data`` (JSON-like) with every string redacted (e.g. a ``local-dir:`` model path)."""
+    if isinstance(data, str):
+        return redact(data)
+    if isinstance(data, dict):
+        return {k: _redacted(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [_redacted(v) for v in data]
+    return data
 
 
 def error_response(status: int, detail: str, error: str) -> JSONResponse:
@@ -148,7 +160,7 @@ def build_router(service: CatalogService) -> tuple[APIRouter, APIRouter]:
             status="ok" if not unreachable else "unavailable",
             collection=st.collection,
             count=st.count,
-            model=st.model,
+            model=redact(st.model),
             error=redact(st.error),
         )
         return JSONResponse(body.model_dump(), status_code=503 if unreachable else 200)
@@ -159,7 +171,7 @@ def build_router(service: CatalogService) -> tuple[APIRouter, APIRouter]:
         live = searcher.info()
         return s.InfoOut(
             collection=service.collection,
-            live=s.CollectionOut(**live.to_dict()),
+            live=s.CollectionOut(**_redacted(live.to_dict())),
             has_text=bool(live.model and live.model.has_text),
         )
 

@@ -239,3 +239,5 @@ def test_replies_never_expose_absolute_server_paths(api: TestClient, ui_catalog)
         "see http://host/a/b.jpg and /api/image?id=x"
     )
     assert redact("(mv /srv/v.db /srv/v.db.damaged && x)") == "(mv …/v.db …/v.db.damaged && x)"
+    assert redact("local-dir:/home/me/models/ft-1") == "local-dir:…/ft-1"
+    assert redact("https://cdn.example/img/a.jpg") == "https://cdn.example/img/a.jpg"
