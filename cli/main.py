@@ -133,7 +133,7 @@ def configure_logging(verbose: bool, quiet: bool) -> None:
         "pymilvus.milvus_client",
         "grpc",
         "grpc._server",
-        "milvus_lite.server_manager",
+        "milvus_lite",
     ):
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.CRITICAL)
 

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from search import errors
+from search.searcher import ProductMatch
 from search.types import Match
 
 from . import schemas as s
@@ -125,18 +126,29 @@ def _auth_dependency(auth: tuple[str, str] | None) -> list[Any]:
     return [Depends(check)]
 
 
-def _out(m: Match) -> s.MatchOut:
-    """A match as JSON: a local image is named by its file name, never its server path."""
+def _out(m: Match, floor: float | None = None) -> s.MatchOut:
+    """A match as JSON: a local image is named by its file name, never its server path;
+    ``floor``: the catalog's calibrated close-match floor (``confident``)."""
     is_url = m.image.startswith(("http://", "https://"))
     url = m.image if is_url else f"/api/image?id={quote(m.id, safe='')}"
     image = m.image if is_url else PurePosixPath(m.image).name
-    return s.MatchOut(id=m.id, score=m.score, image=image, image_url=url, metadata=m.metadata)
+    grouped = isinstance(m, ProductMatch)
+    return s.MatchOut(
+        id=m.id,
+        score=m.score,
+        image=image,
+        image_url=url,
+        metadata=m.metadata,
+        confident=None if floor is None else m.score >= floor,
+        group=m.group if grouped else None,
+        photos=m.photos if grouped else None,
+    )
 
 
-def _page(matches: list[Match], limit: int, offset: int) -> s.SearchResponse:
+def _page(matches: list[Match], limit: int, offset: int, floor: float | None) -> s.SearchResponse:
     nxt = offset + limit if len(matches) >= limit else None
     return s.SearchResponse(
-        matches=[_out(m) for m in matches], limit=limit, offset=offset, next_offset=nxt
+        matches=[_out(m, floor) for m in matches], limit=limit, offset=offset, next_offset=nxt
     )
 
 
@@ -150,6 +162,11 @@ def build_router(service: CatalogService) -> tuple[APIRouter, APIRouter]:
 
     def floor(value: float | None) -> float:
         return service.min_score if value is None else value
+
+    def close_match() -> float | None:
+        """The calibrated floor behind each result's ``confident`` flag (None: uncalibrated)."""
+        cal = service.calibration()
+        return cal.floor if cal is not None else None
 
     @public.get("/health", response_model=s.HealthOut, responses={503: {"model": s.HealthOut}})
     def health() -> JSONResponse:
@@ -209,7 +226,7 @@ def build_router(service: CatalogService) -> tuple[APIRouter, APIRouter]:
         kw = _kw(q, floor(q.min_score))
         limits.check(kw["filters"])
         hits = limits.run(searcher.similar_by_id, q.id, **kw)
-        return _page(hits, q.limit, q.offset)
+        return _page(hits, q.limit, q.offset, close_match())
 
     @api.post("/search/text", response_model=s.SearchResponse)
     def search_text(q: s.TextQuery) -> s.SearchResponse:
@@ -217,7 +234,7 @@ def build_router(service: CatalogService) -> tuple[APIRouter, APIRouter]:
         kw = _kw(q, floor(q.min_score))
         limits.check(kw["filters"])
         hits = limits.run(searcher.similar_text, q.text, **kw)
-        return _page(hits, q.limit, q.offset)
+        return _page(hits, q.limit, q.offset, close_match())
 
     @api.post(
         "/search/image", response_model=s.SearchResponse, responses={413: {"model": s.ErrorOut}}
@@ -228,6 +245,15 @@ def build_router(service: CatalogService) -> tuple[APIRouter, APIRouter]:
         offset: Annotated[int, Form(ge=0, le=s.MAX_OFFSET)] = 0,
         filters: Annotated[str | None, Form(description="JSON object of filters")] = None,
         min_score: Annotated[float | None, Form(ge=-1e300, le=1e300)] = None,
+        group_by: Annotated[
+            str | None,
+            Form(
+                min_length=1,
+                max_length=64,
+                pattern=r"^[A-Za-z0-9_.-]+$",
+                description="metadata key: one result per product",
+            ),
+        ] = None,
     ) -> s.SearchResponse | JSONResponse:
         """Catalog items most similar to an uploaded photo (multipart form)."""
         if len(image) > opts.max_upload_bytes:
@@ -238,9 +264,9 @@ def build_router(service: CatalogService) -> tuple[APIRouter, APIRouter]:
             )
         parsed = _parse_filters(filters)
         limits.check(parsed)
-        kw = {"limit": limit, "offset": offset, "filters": parsed}
+        kw = {"limit": limit, "offset": offset, "filters": parsed, "group_by": group_by}
         hits = limits.run(searcher.similar, image, **kw, min_score=floor(min_score))
-        return _page(hits, limit, offset)
+        return _page(hits, limit, offset, close_match())
 
     known = {r.path for r in api.routes if hasattr(r, "path")}
 
@@ -264,6 +290,7 @@ def _kw(q: s.Paging, min_score: float) -> dict[str, Any]:
         "offset": q.offset,
         "filters": s.plain_filters(q.filters),
         "min_score": min_score,
+        "group_by": q.group_by,
     }
 
 

@@ -61,12 +61,20 @@ def plain_filters(filters: dict[str, Any] | None) -> dict[str, Any] | None:
     return out
 
 
+GroupKey = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
 class Paging(BaseModel):
     model_config = ConfigDict(extra="forbid")
     limit: int = Field(10, ge=1, le=MAX_LIMIT, description="results per page")
     offset: int = Field(0, ge=0, le=MAX_OFFSET, description="results to skip (paging)")
     filters: Filters | None = Field(None, description="structured metadata filters")
     min_score: Num | None = Field(None, description="drop results below this similarity")
+    group_by: GroupKey | None = Field(
+        None,
+        description="a metadata key grouping photos of one product (e.g. product): one result "
+        "per product, saying how many of its photos matched",
+    )
 
 
 class IdQuery(Paging):
@@ -85,6 +93,13 @@ class MatchOut(BaseModel):
     image: str = Field(description="the image's file name, or its URL (never a server path)")
     image_url: str = Field(description="where to fetch the image (this API or the URL)")
     metadata: dict[str, Any]
+    confident: bool | None = Field(
+        None,
+        description="the score clears the catalog's calibrated close-match floor (null when "
+        "the catalog has no calibration)",
+    )
+    group: str | None = Field(None, description="with group_by: the product's key")
+    photos: int | None = Field(None, description="with group_by: its photos that matched")
 
 
 class SearchResponse(BaseModel):
