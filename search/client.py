@@ -23,7 +23,7 @@ from PIL import Image
 from . import errors
 from .embedder import ModelInfo
 from .filters import Range
-from .types import CollectionInfo, Match
+from .types import CollectionInfo, Match, ProductMatch
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +77,12 @@ class RemoteSearcher:
         offset: int = 0,
         filters: Mapping[str, Any] | None = None,
         min_score: float | None = None,
+        group_by: str | None = None,
     ) -> list[Match]:
         """Items similar to a photo: a PIL image, raw bytes or a local file path."""
         data: dict[str, str] = {"limit": str(limit), "offset": str(offset)}
+        if group_by:
+            data["group_by"] = group_by
         if filters:
             import json
 
@@ -98,8 +101,9 @@ class RemoteSearcher:
         offset: int = 0,
         filters: Mapping[str, Any] | None = None,
         min_score: float | None = None,
+        group_by: str | None = None,
     ) -> list[Match]:
-        payload = _query("id", item_id, limit, offset, filters, min_score)
+        payload = _query("id", item_id, limit, offset, filters, min_score, group_by)
         return [_match(m) for m in self._request("POST", "/api/search/id", json=payload)["matches"]]
 
     def similar_text(
@@ -110,8 +114,9 @@ class RemoteSearcher:
         offset: int = 0,
         filters: Mapping[str, Any] | None = None,
         min_score: float | None = None,
+        group_by: str | None = None,
     ) -> list[Match]:
-        payload = _query("text", text, limit, offset, filters, min_score)
+        payload = _query("text", text, limit, offset, filters, min_score, group_by)
         body = self._request("POST", "/api/search/text", json=payload)
         return [_match(m) for m in body["matches"]]
 
@@ -154,12 +159,13 @@ def _error(resp: httpx.Response) -> errors.VSearchError:
 
 
 def _match(data: Mapping[str, Any]) -> Match:
-    return Match(
-        str(data["id"]),
-        float(data["score"]),
-        str(data.get("image", "")),
-        data.get("metadata") or {},
-    )
+    """A match from JSON: a ProductMatch when the search was grouped, as in process."""
+    fields = (str(data["id"]), float(data["score"]), str(data.get("image", "")))
+    metadata = data.get("metadata") or {}
+    if data.get("group") is not None:
+        ids = tuple(str(i) for i in data.get("ids") or ())
+        return ProductMatch(*fields, metadata, str(data["group"]), int(data["photos"]), ids)
+    return Match(*fields, metadata)
 
 
 def _query(
@@ -169,8 +175,11 @@ def _query(
     offset: int,
     filters: Mapping[str, Any] | None,
     min_score: float | None,
+    group_by: str | None = None,
 ) -> dict[str, Any]:
     payload: dict[str, Any] = {key: value, "limit": limit, "offset": offset}
+    if group_by:
+        payload["group_by"] = group_by
     if filters:
         payload["filters"] = to_json_filters(filters)
     if min_score is not None:

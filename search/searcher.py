@@ -11,7 +11,6 @@ import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from .filters import compile_filters, quote
 from .images import open_image
 from .query_crops import SCHEMES, crops, fuse
 from .store import MilvusStore
-from .types import CollectionInfo, Match
+from .types import CollectionInfo, Match, ProductMatch
 
 log = logging.getLogger(__name__)
 MAX_LIMIT = 1000
@@ -38,16 +37,6 @@ GroupBy = str | Sequence[str] | None
 # for GROUP_OVERFETCH x (offset + limit) photos, at most MAX_GROUP_FETCH.
 GROUP_OVERFETCH = 4
 MAX_GROUP_FETCH = 400
-
-
-@dataclass(frozen=True)
-class ProductMatch(Match):
-    """One product of a grouped search: its best photo (id, score, image, metadata), the
-    group key, how many of its photos matched, and their ids (best first)."""
-
-    group: str = ""
-    photos: int = 1
-    ids: tuple[str, ...] = ()
 
 
 class Searcher:

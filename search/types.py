@@ -47,3 +47,13 @@ class CollectionInfo:
             "count": self.count,
             "aliases": list(self.aliases),
         }
+
+
+@dataclass(frozen=True)
+class ProductMatch(Match):
+    """One product of a grouped search: its best photo (id, score, image, metadata), the
+    group key, how many of its photos matched, and their ids (best first)."""
+
+    group: str = ""
+    photos: int = 1
+    ids: tuple[str, ...] = ()

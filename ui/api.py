@@ -26,8 +26,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from search import errors
-from search.searcher import ProductMatch
-from search.types import Match
+from search.types import Match, ProductMatch
 
 from . import schemas as s
 from .guard import MAX_JSON_BYTES, error_body, too_deep
@@ -142,6 +141,7 @@ def _out(m: Match, floor: float | None = None) -> s.MatchOut:
         confident=None if floor is None else m.score >= floor,
         group=m.group if grouped else None,
         photos=m.photos if grouped else None,
+        ids=list(m.ids) if grouped else None,
     )
 
 

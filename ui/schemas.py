@@ -100,6 +100,7 @@ class MatchOut(BaseModel):
     )
     group: str | None = Field(None, description="with group_by: the product's key")
     photos: int | None = Field(None, description="with group_by: its photos that matched")
+    ids: list[str] | None = Field(None, description="with group_by: those photos' ids, best first")
 
 
 class SearchResponse(BaseModel):

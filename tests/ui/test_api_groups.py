@@ -41,6 +41,7 @@ def test_group_by_gives_one_result_per_product_with_its_photo_count(client, ui_c
 
 def test_confident_follows_the_calibrated_floor(client, monkeypatch) -> None:
     body = {"id": "rocket-0", "limit": 6}
+    monkeypatch.setattr(CatalogService, "calibration", lambda self: None)
     uncalibrated = client.post("/api/search/id", json=body).json()["matches"]
     assert {m["confident"] for m in uncalibrated} == {None}  # no floor, no claim
 
@@ -51,3 +52,17 @@ def test_confident_follows_the_calibrated_floor(client, monkeypatch) -> None:
     matches = client.post("/api/search/id", json=body).json()["matches"]
     assert [m["confident"] for m in matches] == [m["score"] >= floor for m in matches]
     assert True in {m["confident"] for m in matches} and False in {m["confident"] for m in matches}
+
+
+def test_remote_searcher_returns_product_matches_like_the_library(client, ui_searcher) -> None:
+    from search.client import RemoteSearcher
+    from search.types import ProductMatch
+
+    remote = RemoteSearcher("http://testserver")
+    remote._http = client  # the TestClient speaks httpx
+    here = ui_searcher.similar_by_id("rocket-0", limit=3, group_by="product")
+    there = remote.similar_by_id("rocket-0", limit=3, group_by="product")
+    assert all(isinstance(m, ProductMatch) for m in there)
+    assert [(m.id, m.group, m.photos, m.ids) for m in there] == [
+        (m.id, m.group, m.photos, m.ids) for m in here
+    ]
