@@ -259,14 +259,14 @@ def _embed_and_upsert(
     if not jobs:
         return
     refs, members = _distinct_sources(jobs)
-    if writer is None:
-        writer = _Writer(store, physical) if tuning.async_writes else _SyncWriter(store, physical)
     how = engine if engine is not None else f"{embedder.device}: {tuning}"
     log.info("embedding %d images (%d distinct) with %s", len(jobs), len(refs), how)
     if engine is not None:
         batches = engine(refs)
-    else:
+    else:  # set up before the writer thread starts, as the local path always did (measured)
         batches = _local_batches(refs, embedder, tuning, max_pixels)
+    if writer is None:
+        writer = _Writer(store, physical) if tuning.async_writes else _SyncWriter(store, physical)
     done = 0
     t0 = time.perf_counter()
     try:
@@ -295,7 +295,7 @@ def _embed_and_upsert(
 def _local_batches(
     refs: list[str], embedder: Embedder, tuning: Tuning, max_pixels: int
 ) -> Iterator[Embedded]:
-    """The local engine: DataLoader workers decode, this process embeds."""
+    """The local engine: DataLoader workers decode, this process embeds (set up at once)."""
     import torch  # the loader stage imports torch: only when there is work
 
     from .dataset import ImageDataset, make_loader, model_input
@@ -317,12 +317,16 @@ def _local_batches(
         pin_memory=tuning.pin_memory and device.startswith("cuda"),
     )
     seen = _SeenVectors()
-    for batch in loader:
-        index, hashes, pixels = model_input(
-            batch, prep, device, max_pixels=max_pixels, draft_size=draft
-        )
-        vectors = seen.embed(embedder, pixels, hashes) if pixels is not None else []
-        yield index, hashes, vectors, batch.failed
+
+    def embedded() -> Iterator[Embedded]:
+        for batch in loader:
+            index, hashes, pixels = model_input(
+                batch, prep, device, max_pixels=max_pixels, draft_size=draft
+            )
+            vectors = seen.embed(embedder, pixels, hashes) if pixels is not None else []
+            yield index, hashes, vectors, batch.failed
+
+    return embedded()
 
 
 def _distinct_sources(jobs: list[Job]) -> tuple[list[str], list[list[int]]]:
