@@ -185,6 +185,7 @@ def test_cli_finetune_with_unique_labels_exits_2_before_training(
     assert not (tmp_path / "m" / "open_clip_config.json").exists()
 
 
+@pytest.mark.slow  # seconds of indexing and searching; the quick loop keeps this file's other tests
 def test_cli_eval_label_task_without_answers_exits_2(
     tmp_path: Path, settings, monkeypatch, capsys
 ) -> None:

@@ -46,6 +46,7 @@ def two_versions(tmp_path: Path, settings, embedder):
     return store, manifest, a.collection, b.collection, model_b_dir
 
 
+@pytest.mark.slow  # seconds of indexing and searching; the quick loop keeps this file's other tests
 def test_promote_switches_live_searches_without_errors(two_versions, settings) -> None:
     store, manifest, old, new, _ = two_versions
     searcher = Searcher(settings.replace(alias_ttl=0.0), store=store)
@@ -128,6 +129,7 @@ def test_promote_refuses_incomplete_or_worse_versions(two_versions, settings) ->
         drop_collection(store, settings.collection, new)
 
 
+@pytest.mark.slow  # seconds of indexing and searching; the quick loop keeps this file's other tests
 def test_promote_never_resurrects_items_deleted_from_live(two_versions, settings) -> None:
     """A version built before a sync that deleted items (and changed a price) is refused,
     with the one command that catches it up; after that command, promote succeeds and the
