@@ -19,7 +19,9 @@ from .conftest import NAMES
 
 @pytest.fixture(scope="module")
 def client(ui_settings: Settings, ui_searcher: Searcher) -> TestClient:
-    app = build_app(ui_settings, UiOptions(max_upload_bytes=300_000), searcher=ui_searcher)
+    app = build_app(
+        ui_settings, UiOptions(max_upload_bytes=300_000, calibrate=False), searcher=ui_searcher
+    )
     return TestClient(app)
 
 
@@ -223,7 +225,9 @@ def test_similarity_floor(ui_settings: Settings, ui_searcher: Searcher) -> None:
 
 
 def test_auth_protects_the_api_but_not_health(ui_settings: Settings, ui_searcher: Searcher) -> None:
-    app = build_app(ui_settings, UiOptions(auth=("shop", "s3cret")), searcher=ui_searcher)
+    app = build_app(
+        ui_settings, UiOptions(auth=("shop", "s3cret"), calibrate=False), searcher=ui_searcher
+    )
     with TestClient(app) as c:
         assert c.get("/health").status_code == 200
         assert c.get("/api/info").status_code == 401

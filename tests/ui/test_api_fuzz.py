@@ -71,7 +71,9 @@ def api(ui_settings: Settings, ui_searcher: Searcher) -> TestClient:
 
 @pytest.fixture(scope="module")
 def locked(ui_settings: Settings, ui_searcher: Searcher) -> TestClient:
-    return TestClient(build_app(ui_settings, UiOptions(auth=AUTH), searcher=ui_searcher))
+    return TestClient(
+        build_app(ui_settings, UiOptions(auth=AUTH, calibrate=False), searcher=ui_searcher)
+    )
 
 
 def _error(resp, status: int, error: str, says: str = "") -> str:

@@ -13,7 +13,7 @@ from ui.service import CatalogService, UiOptions
 
 @pytest.fixture(scope="module")
 def client(ui_settings: Settings, ui_searcher: Searcher) -> TestClient:
-    return TestClient(build_app(ui_settings, UiOptions(), searcher=ui_searcher))
+    return TestClient(build_app(ui_settings, UiOptions(calibrate=False), searcher=ui_searcher))
 
 
 def test_group_by_gives_one_result_per_product_with_its_photo_count(client, ui_catalog) -> None:
