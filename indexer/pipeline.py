@@ -20,7 +20,7 @@ from typing import Any
 
 from search.config import Settings
 from search.embedder import Embedder, ModelInfo
-from search.errors import ProvenanceMismatch, SafetyRefusal, StoreError
+from search.errors import ConfigError, ProvenanceMismatch, SafetyRefusal, StoreError
 from search.store import MilvusStore
 
 from .catalog import Catalog, load_catalog
@@ -87,6 +87,10 @@ def run_index(
         alias=settings.collection, seen=len(catalog.items), dry_run=options.dry_run
     )
     report.row_errors = [Failure(e.where, e.reason) for e in catalog.errors]
+    if options.write == "bulk" and store.is_lite_engine():
+        from .bulk import LITE_REFUSAL
+
+        raise ConfigError(LITE_REFUSAL)  # before a collection is created for nothing
     shard = options.shard
     # shards of one collection may run side by side on one machine: one lock per shard
     with IndexLock(

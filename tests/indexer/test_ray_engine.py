@@ -95,7 +95,7 @@ def test_bulk_write_is_refused_on_milvus_lite(tmp_path: Path, settings, embedder
     store = MilvusStore(settings)
     with pytest.raises(ConfigError, match="Milvus Lite has no bulk import"):
         run_index(manifest, settings, IndexOptions(write="bulk"), embedder=embedder, store=store)
-    assert [c.count for c in store.collections()] == [0]  # nothing was written
+    assert store.collections() == []  # refused before a collection was created
 
 
 @pytest.mark.slow
