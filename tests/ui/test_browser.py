@@ -268,7 +268,8 @@ def test_milvus_outage_is_a_message_not_a_blank_page(chromium, down_server, ui_c
         )
         assert "Milvus" not in page.inner_text("#status")
         page.get_by_text("About this search").click()
-        assert "cannot connect to Milvus" in page.inner_text("#about")
+        # the panel opens asynchronously: wait for its text rather than reading it at once
+        page.locator("#about", has_text="cannot connect to Milvus").wait_for()
         upload(page, ui_catalog.parent / "img" / "coffee-0.jpg")
         toast = page.locator(".toast-body", has_text="unavailable right now")
         toast.wait_for()
