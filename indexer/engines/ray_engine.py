@@ -20,7 +20,6 @@ Ray is optional (``pip install "vsearch[ray]"``); it is imported only when this 
 
 from __future__ import annotations
 
-import atexit
 import logging
 import math
 from collections.abc import Iterator, Sequence
@@ -51,26 +50,31 @@ def require_ray() -> Any:
     return ray
 
 
-def connect(address: str | None, cores: int | None = None) -> Any:
-    """Join ``address`` or start a local Ray in this process (once; stopped at exit)."""
+def connect(address: str | None, cores: int | None = None) -> tuple[Any, bool]:
+    """Join ``address`` or start a local Ray in this process; ``(ray, started_here)``.
+
+    A Ray this call started is the caller's to stop when its run ends (``ray.shutdown``):
+    left running, its threads and child processes stay in the indexer's process, which a
+    later fork (the local engine's decode workers) must not inherit.
+    """
     ray = require_ray()
-    if ray.is_initialized():
-        return ray
-    if address:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-    else:
-        ray.init(
-            num_cpus=cores,
-            include_dashboard=False,
-            object_store_memory=LOCAL_OBJECT_STORE,
-            logging_level=logging.WARNING,
-            log_to_driver=False,
-        )
-        atexit.register(ray.shutdown)
+    started = False
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        else:
+            ray.init(
+                num_cpus=cores,
+                include_dashboard=False,
+                object_store_memory=LOCAL_OBJECT_STORE,
+                logging_level=logging.WARNING,
+                log_to_driver=False,
+            )
+        started = True
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the CLI owns progress (the pipeline's callback)
     ctx.execution_options.preserve_order = False
-    return ray
+    return ray, started
 
 
 def decode_batch(
@@ -175,7 +179,14 @@ class RayEngine:
         }
 
     def __call__(self, refs: Sequence[str]) -> Iterator[Embedded]:
-        ray = connect(self.address)
+        ray, started = connect(self.address)
+        try:
+            yield from self._run(ray, refs)
+        finally:
+            if started:
+                ray.shutdown()  # the run's own Ray: nothing of it outlives the run
+
+    def _run(self, ray: Any, refs: Sequence[str]) -> Iterator[Embedded]:
         plan = self.plan_resources(ray)
         tuning, emb = self.tuning, self.embedder
         prep = BatchPreprocess(
