@@ -153,32 +153,8 @@ def model_input(
     return index, hashes, parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
-PR_SET_PDEATHSIG = 1  # <sys/prctl.h>
-
-
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # workers decode; leave the cores' BLAS threads to the model
-    die_with_parent()
-
-
-def die_with_parent() -> bool:
-    """Linux: this process gets SIGKILL the moment its parent dies.
-
-    A decode worker inherits the parent's open files, Milvus Lite's database lock among them;
-    after a ``kill -9`` of the indexer it used to hold that lock until PyTorch's watchdog
-    noticed (seconds), so an immediate re-run was refused. Elsewhere it does nothing.
-    """
-    import ctypes
-    import signal
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
 
 
 def make_loader(
