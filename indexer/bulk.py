@@ -57,7 +57,14 @@ class BulkSink:
 
     def __init__(self, store: MilvusStore, physical: str, bulk_dir: str) -> None:
         from pymilvus import CollectionSchema
-        from pymilvus.bulk_writer import BulkFileType, LocalBulkWriter
+
+        try:
+            from pymilvus.bulk_writer import BulkFileType, LocalBulkWriter
+        except ModuleNotFoundError as exc:  # the [bulk] extra is not installed
+            raise ConfigError(
+                f"--write bulk needs pymilvus's bulk writer ({exc}); "
+                "install it with: pip install 'vsearch[bulk]'"
+            ) from exc
 
         self.store, self.physical = store, physical
         desc = store._call("describe_collection", store.client.describe_collection, physical)
