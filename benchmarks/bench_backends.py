@@ -46,9 +46,9 @@ def configs(precisions: bool) -> list[tuple[str, str]]:
 
     out = [("torch", "fp32")] + [(b, "fp32") for b in RUNTIMES if installed(b)]
     if precisions and installed("openvino"):
-        import openvino as ov
+        from search.backends.runtimes import openvino_core
 
-        if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        if "BF16" in openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
             out.append(("openvino", "bf16"))
     return out
 

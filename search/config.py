@@ -58,11 +58,9 @@ class Settings:
     device: str = option("auto", "auto, cpu, cuda, cuda:1", section="model")
     # the image tower's runtime (search/backends): auto = torch + autocast on CUDA, else the
     # fastest backend measured on this machine (a short calibration, cached per machine)
-    # torch by default: a test session that had loaded ONNX Runtime and OpenVINO in one
-    # process beside torch later died of a segfault (cause not found); auto is opt-in
     backend: str = option(
-        "torch",
-        "inference backend: torch, onnxruntime, openvino, or auto (the fastest measured here)",
+        "auto",
+        "inference backend: auto (fastest measured here), torch, onnxruntime, openvino",
         choices=BACKENDS,
         section="model",
     )

@@ -64,30 +64,27 @@ class OpenVinoRunner:
     a time) and the precision asked for: f32 by default; bf16 where the CPU has it is an
     explicit choice (vectors within a cosine of ~0.9997 of f32; docs/benchmarks.md).
     The compiled blob is cached by OpenVINO itself (CACHE_DIR), so a cold start reads it
-    instead of compiling again.
+    instead of compiling again. Every runner shares the process's one :func:`openvino_core`.
     """
 
     backend = "openvino"
 
     def __init__(self, exports: ExportCache, *, precision: str, threads: int) -> None:
-        import openvino as ov
-
         hint = OPENVINO_PRECISIONS.get(precision)
         if hint is None:
             raise ConfigError(f"unknown precision {precision!r} ({', '.join(OPENVINO_PRECISIONS)})")
-        core = ov.Core()
         xml = exports.openvino_xml
         try:
             if not xml.is_file():
                 convert_to_openvino(exports.onnx, xml)
-            core.set_property({"CACHE_DIR": str(exports.root / "openvino" / "compiled")})
             config: dict[str, Any] = {
                 "PERFORMANCE_HINT": "LATENCY",
                 "INFERENCE_PRECISION_HINT": hint,
+                "CACHE_DIR": str(exports.root / "openvino" / "compiled"),
             }
             if threads > 0:
                 config["INFERENCE_NUM_THREADS"] = threads
-            self.compiled = core.compile_model(str(xml), "CPU", config)
+            self.compiled = openvino_core().compile_model(str(xml), "CPU", config)
         except ConfigError:
             raise
         except Exception as exc:
@@ -100,6 +97,30 @@ class OpenVinoRunner:
         with self._lock:  # one infer request, one batch at a time (it uses every thread)
             result = self._request.infer({0: _as_input(pixels)})
             return np.array(result[0], np.float32, copy=True)
+
+
+_core: Any = None
+_core_lock = threading.Lock()
+
+
+def openvino_core() -> Any:
+    """The process's one ``openvino.Core``, created on first use and never released.
+
+    OpenVINO's CPU plugin swaps in its own alternate signal stack (``sigaltstack``) on the
+    thread that loads it and, when its Core is destroyed, puts back the stack it found and
+    unmaps its own. With one Core per runner, Cores destroyed in another order than they were
+    made leave a thread's signal stack pointing at unmapped memory, and the next Python signal
+    handler there (CPython installs them with SA_ONSTACK: a DataLoader's SIGCHLD, a timeout's
+    SIGALRM) kills the process with SIGSEGV. One Core that lives as long as the process keeps
+    that stack mapped (tests/search/test_openvino_core.py reproduces the crash).
+    """
+    global _core
+    with _core_lock:
+        if _core is None:
+            import openvino as ov
+
+            _core = ov.Core()
+        return _core
 
 
 def convert_to_openvino(onnx_path: Path, xml: Path) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -22,16 +21,7 @@ from search.embedder import Embedder
 from search.errors import ConfigError, TextSearchUnsupported
 from tests.helpers import PHOTOS, photo, variant
 
-# Quarantined: after these tests had loaded ONNX Runtime and OpenVINO into the test process,
-# a later test in the same process died of a segfault (cause not found). Opt in to run them.
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not os.environ.get("VSEARCH_TEST_RUNTIMES"),
-        reason="runtime backends quarantined (a later segfault in the same process): "
-        "VSEARCH_TEST_RUNTIMES=1 runs them",
-    ),
-]
+pytestmark = pytest.mark.slow
 RUNTIMES = ("onnxruntime", "openvino")
 MODEL = "builtin:efficientnet-lite0"
 ROOT = Path(__file__).resolve().parents[2]
@@ -182,9 +172,9 @@ def test_text_stays_refused_for_an_image_only_model(
 def test_openvino_bf16_where_the_cpu_has_it(
     runtime_embedders: dict[str, Embedder], embedder: Embedder, cache_dir: Path
 ) -> None:
-    import openvino as ov
+    from search.backends.runtimes import openvino_core
 
-    if "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+    if "BF16" not in openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
         pytest.skip("this CPU has no bf16")
     bf16 = Embedder(MODEL, device="cpu", cache_dir=cache_dir, backend="openvino", precision="bf16")
     assert bf16.info.precision == "bf16"
