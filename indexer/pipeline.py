@@ -15,6 +15,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ from search.embedder import Embedder, ModelInfo
 from search.errors import ConfigError, ProvenanceMismatch, SafetyRefusal, StoreError
 from search.store import MilvusStore
 
-from .catalog import Catalog, load_catalog
+from .catalog import load_catalog
+from .decoding import catalog_decoder
 from .download import fetch_catalog_urls
 from .engines import Embedded, Engine
 from .lock import IndexLock
@@ -136,11 +138,17 @@ def run_index(
             _report_plan(plan, report, refusal)
             report.live = exists and store.resolve(settings.collection) == physical
         else:
-            tuning = options.tuning or choose(settings, embedder.device)
-            stage = _stage(options, plan, store, physical, settings, embedder, tuning)
-            _apply(
-                plan, catalog, store, physical, embedder, settings, tuning, report, progress, stage
+            run = _Run(
+                settings,
+                store,
+                physical,
+                embedder,
+                options.tuning or choose(settings, embedder.device),
+                report,
+                progress,
             )
+            _stage(run, options, plan)
+            _apply(run, plan)
             _make_live_if_first(store, settings.collection, physical, report)
         report.count = store.count(physical) if exists else 0
     report.seconds = time.perf_counter() - started
@@ -170,69 +178,49 @@ def _report_plan(plan: Plan, report: IndexReport, refusal: str) -> None:
     report.refused = refusal
 
 
-class _Stage:
-    """The engine (None: the local DataLoader path) and the writer (None: upserts) of a run."""
+@dataclass
+class _Run:
+    """One indexing run past its plan: where rows go, how images embed, what is reported.
 
-    def __init__(self, engine: Engine | None = None, writer: Any = None) -> None:
-        self.engine, self.writer = engine, writer
+    engine: None runs the local DataLoader path; writer: None upserts (a writer thread, or
+    in this thread without ``async_writes``).
+    """
+
+    settings: Settings
+    store: MilvusStore
+    physical: str
+    embedder: Embedder
+    tuning: Tuning
+    report: IndexReport
+    progress: Progress | None = None
+    engine: Engine | None = None
+    writer: Any = None
 
 
-def _stage(
-    options: IndexOptions,
-    plan: Plan,
-    store: MilvusStore,
-    physical: str,
-    settings: Settings,
-    embedder: Embedder,
-    tuning: Tuning,
-) -> _Stage:
+def _stage(run: _Run, options: IndexOptions, plan: Plan) -> None:
     """``--engine`` and ``--write``: checked before anything is embedded."""
-    stage = _Stage()
     if options.write == "bulk":
         from .bulk import BulkSink, check_bulk
 
-        check_bulk(store, plan.embed, options.bulk_dir)
+        check_bulk(run.store, plan.embed, options.bulk_dir)
         if plan.embed:
-            stage.writer = BulkSink(store, physical, str(options.bulk_dir))
+            run.writer = BulkSink(run.store, run.physical, str(options.bulk_dir))
     if options.engine == "ray" and plan.embed:
         from .engines.ray_engine import RayEngine, require_ray
 
         require_ray()
-        stage.engine = RayEngine(settings, embedder, tuning, address=options.ray_address)
-    return stage
+        run.engine = RayEngine(run.settings, run.embedder, run.tuning, address=options.ray_address)
 
 
-def _apply(
-    plan: Plan,
-    catalog: Catalog,
-    store: MilvusStore,
-    physical: str,
-    embedder: Embedder,
-    settings: Settings,
-    tuning: Tuning,
-    report: IndexReport,
-    progress: Progress | None,
-    stage: _Stage | None = None,
-) -> None:
-    stage = stage or _Stage()
-    _embed_and_upsert(
-        plan.embed,
-        store,
-        physical,
-        embedder,
-        tuning,
-        report,
-        progress,
-        settings.max_image_pixels,
-        engine=stage.engine,
-        writer=stage.writer,
-    )
-    if stage.writer is not None and hasattr(stage.writer, "finish"):
-        stage.writer.finish()  # --write bulk: import the files, wait for the index
-    _retag(plan.retag, store, physical, report)
+def _apply(run: _Run, plan: Plan) -> None:
+    """Embed and write the new and changed images, re-tag, delete, flush."""
+    _embed_and_upsert(run, plan.embed)
+    if run.writer is not None and hasattr(run.writer, "finish"):
+        run.writer.finish()  # --write bulk: import the files, wait for the index
+    _retag(plan.retag, run.store, run.physical, run.report)
     if plan.delete:
-        report.deleted = store.delete(physical, plan.delete)
-    store.flush(physical)
+        run.report.deleted = run.store.delete(run.physical, plan.delete)
+    run.store.flush(run.physical)
 
 
 def _row(job: Job, vector: Any, chash: str) -> dict[str, Any]:
@@ -247,30 +235,18 @@ def _row(job: Job, vector: Any, chash: str) -> dict[str, Any]:
     }
 
 
-def _embed_and_upsert(
-    jobs: list[Job],
-    store: MilvusStore,
-    physical: str,
-    embedder: Embedder,
-    tuning: Tuning,
-    report: IndexReport,
-    progress: Progress | None,
-    max_pixels: int,
-    *,
-    engine: Engine | None = None,
-    writer: Any = None,
-) -> None:
+def _embed_and_upsert(run: _Run, jobs: list[Job]) -> None:
     if not jobs:
         return
     refs, members = _distinct_sources(jobs)
-    how = engine if engine is not None else f"{embedder.device}: {tuning}"
+    report, tuning = run.report, run.tuning
+    how = run.engine if run.engine is not None else f"{run.embedder.device}: {tuning}"
     log.info("embedding %d images (%d distinct) with %s", len(jobs), len(refs), how)
-    if engine is not None:
-        batches = engine(refs)
-    else:  # set up before the writer thread starts, as the local path always did (measured)
-        batches = _local_batches(refs, embedder, tuning, max_pixels)
+    # the local path is set up before the writer thread starts, as it always was (measured)
+    batches = run.engine(refs) if run.engine is not None else _local_batches(run, refs)
+    writer = run.writer
     if writer is None:
-        writer = _Writer(store, physical) if tuning.async_writes else _SyncWriter(store, physical)
+        writer = (_Writer if tuning.async_writes else _SyncWriter)(run.store, run.physical)
     done = 0
     t0 = time.perf_counter()
     try:
@@ -289,34 +265,32 @@ def _embed_and_upsert(
                 report.updated += len(rows) - added
                 report.embedded += len(rows)
             done += sum(len(members[src]) for src in [*index, *(s for s, _ in failed)])
-            if progress:
-                progress(done, len(jobs))
+            if run.progress:
+                run.progress(done, len(jobs))
     finally:
         writer.close()
     report.embed_seconds = time.perf_counter() - t0
 
 
-def _local_batches(
-    refs: list[str], embedder: Embedder, tuning: Tuning, max_pixels: int
-) -> Iterator[Embedded]:
+def _local_batches(run: _Run, refs: list[str]) -> Iterator[Embedded]:
     """The local engine: DataLoader workers decode, this process embeds (set up at once)."""
     import torch  # the loader stage imports torch: only when there is work
 
-    from .dataset import ImageDataset, make_loader, model_input
-    from .preprocess import BatchPreprocess
+    from search.images.batch import BatchPreprocess
+    from search.images.loader import ImageDataset, make_loader, model_input
 
+    embedder, tuning = run.embedder, run.tuning
     torch.set_num_threads(tuning.threads)
     device = embedder.device
     prep = BatchPreprocess(
         embedder.preprocess, batched=tuning.batched_preprocess, fast_resize=tuning.fast_resize
     )
     draft = embedder.info.image_size if tuning.draft else None
-    dataset = ImageDataset(
-        refs, prep, draft_size=draft, max_pixels=max_pixels, raw_jpeg=tuning.device_decode
-    )
+    decoder = catalog_decoder(run.settings.max_image_pixels, draft)
+    dataset = ImageDataset(refs, prep, decoder, raw_jpeg=tuning.device_decode)
     loader = make_loader(
         dataset,
-        batch_size=tuning.batch_size,
+        tuning.batch_size,
         workers=min(tuning.workers, len(refs)),
         pin_memory=tuning.pin_memory and device.startswith("cuda"),
     )
@@ -324,9 +298,7 @@ def _local_batches(
 
     def embedded() -> Iterator[Embedded]:
         for batch in loader:
-            index, hashes, pixels = model_input(
-                batch, prep, device, max_pixels=max_pixels, draft_size=draft
-            )
+            index, hashes, pixels = model_input(batch, prep, device, decoder)
             vectors = seen.embed(embedder, pixels, hashes) if pixels is not None else []
             yield index, hashes, vectors, batch.failed
 

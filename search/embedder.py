@@ -10,7 +10,7 @@ takes torch on CUDA and otherwise the fastest backend measured on this machine.
 
 With an exported backend already cached, building an embedder imports neither torch nor
 open_clip: the model's record comes from the export's manifest, and photos are preprocessed
-by :mod:`search.preprocessing` (PIL + numpy, equal to open_clip's transform). PyTorch loads
+by :mod:`search.images.preprocess` (PIL + numpy, equal to open_clip's transform). PyTorch loads
 on demand: for text queries, ``torch_model`` and ``preprocess`` (the indexer's loaders).
 """
 
@@ -32,9 +32,8 @@ from .backends.device import cores, resolve_device
 from .backends.export import ExportCache, export_onnx, identity
 from .backends.torch_model import TorchModel
 from .errors import ConfigError, TextSearchUnsupported
-from .images import open_image
+from .images import Preprocess, open_image
 from .model_folder import file_digest, locate
-from .preprocessing import Preprocess
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -111,6 +110,8 @@ class Embedder:
             backend = "torch"
         cache = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "vsearch"
         self._cache, self._precision = cache, precision
+        # the setting every PyTorch forward pass of this model follows (search.images.precision)
+        self.precision_setting = precision
         self._threads = threads or cores()
         self._source = src = locate(model, pretrained, cache)
         ident = identity(src.name, src.pretrained, src.checkpoint, src.config_text)

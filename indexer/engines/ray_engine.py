@@ -7,9 +7,9 @@ stays flat and a slow stage backs the others up):
 1. ``from_items`` over the distinct image sources of the plan (paths; URLs were downloaded
    into the cache by the driver, as in the local engine).
 2. ``map_batches(decode_batch)``: CPU tasks read, hash and safely decode each image with the
-   local engine's own stage (:class:`indexer.dataset.ImageDataset`: limits, JPEG draft) and
-   run the per-image part of the model's transform (:class:`indexer.preprocess.BatchPreprocess`,
-   uint8 crops). A bad image becomes a reason, never an exception.
+   local engine's own stage (:class:`search.images.loader.ImageDataset` with the catalog's
+   :class:`search.images.Decoder`: limits, JPEG draft) and run the per-image part of the
+   model's transform (:class:`search.images.batch.BatchPreprocess`, uint8 crops). A bad image becomes a reason, never an exception.
 3. ``map_batches(EmbedActor)``: each actor loads the model once (the driver's model, checked
    by its provenance key), finishes preprocessing on its device and embeds.
 4. The driver iterates the results; the pipeline upserts them (its writer thread) or writes
@@ -30,8 +30,10 @@ import numpy as np
 from search.config import Settings
 from search.embedder import Embedder
 from search.errors import ConfigError, ProvenanceMismatch
+from search.images import Decoder
+from search.images.batch import BatchPreprocess
 
-from ..preprocess import BatchPreprocess
+from ..decoding import catalog_decoder
 from ..tuning import Tuning
 from . import Embedded
 
@@ -78,17 +80,13 @@ def connect(address: str | None, cores: int | None = None) -> tuple[Any, bool]:
 
 
 def decode_batch(
-    batch: dict[str, np.ndarray],
-    prep: BatchPreprocess,
-    draft: int | None,
-    max_pixels: int,
-    size: int,
+    batch: dict[str, np.ndarray], prep: BatchPreprocess, decoder: Decoder, size: int
 ) -> dict[str, Any]:
     """Read, hash, decode and crop each source (a Ray task; the local engine's own stage)."""
-    from ..dataset import ImageDataset
+    from search.images.loader import ImageDataset
 
     refs = [str(r) for r in batch["ref"]]
-    dataset = ImageDataset(refs, prep, draft_size=draft, max_pixels=max_pixels)
+    dataset = ImageDataset(refs, prep, decoder)
     samples = [dataset[i] for i in range(len(refs))]
     # one shape for every block (a failed image is zeros): ragged blocks would turn into
     # object arrays when Ray re-batches them
@@ -214,8 +212,7 @@ class RayEngine:
             batch_format="numpy",
             fn_kwargs={
                 "prep": prep,
-                "draft": draft,
-                "max_pixels": self.settings.max_image_pixels,
+                "decoder": catalog_decoder(self.settings.max_image_pixels, draft),
                 "size": prep.size or emb.info.image_size,
             },
             num_cpus=1,

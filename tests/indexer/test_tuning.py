@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from indexer.pipeline import IndexOptions, run_index
-from indexer.preprocess import BatchPreprocess
 from indexer.tuning import Tuning, choose, device_defaults
 from search.config import Settings
+from search.images.batch import BatchPreprocess
 from search.store import MilvusStore
 from tests.helpers import photo, product_catalog
 
@@ -133,7 +133,7 @@ def test_every_pipeline_variant_stores_the_same_vectors(tmp_path: Path, settings
 
 @pytest.mark.gpu
 def test_batches_pin_their_pixels_for_the_gpu_copy() -> None:
-    from indexer.dataset import Batch
+    from search.images.loader import Batch
 
     if not torch.cuda.is_available():
         pytest.skip("pinning needs a CUDA runtime")

@@ -1,4 +1,4 @@
-"""search.preprocessing (PIL + numpy) against open_clip's own transform (torchvision)."""
+"""search.images.preprocess (PIL + numpy) against open_clip's own transform (torchvision)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from search.preprocessing import Preprocess
+from search.images.preprocess import Preprocess
 from tests.helpers import photo
 
 RECORD = {

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import indexer.dataset as dataset_module
+import indexer.decoding as decoding_module
 from indexer.catalog import load_catalog
 from search.config import Settings
 from tests.helpers import write_folder
@@ -18,13 +18,13 @@ from training.evaluation.features import EmbedderFeatures, extract
 @pytest.fixture
 def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     seen: list[str] = []
-    real = dataset_module.read_image_bytes
+    real = decoding_module.read_image_bytes
 
     def counting(ref: str, *args, **kwargs) -> bytes:  # noqa: ANN002, ANN003
         seen.append(ref)
         return real(ref, *args, **kwargs)
 
-    monkeypatch.setattr(dataset_module, "read_image_bytes", counting)
+    monkeypatch.setattr(decoding_module, "read_image_bytes", counting)
     return seen
 
 

@@ -3,8 +3,9 @@
 Vectors are cached per feature extractor (its ``key``: the model's identity, plus what is
 extracted) and per image content hash, so an evaluation re-run, or a head trained on the
 features an evaluation already computed, embeds nothing again. Reading, hashing
-and decoding run in the indexer's DataLoader workers (the same stage as indexing, each image
-read once); a bad image is skipped with its reason, never fatal.
+and decoding run in the DataLoader workers of :mod:`search.images.loader` with the catalog's
+decoder (the same stage as indexing, each image read once); a bad image is skipped with its
+reason, never fatal. Forward passes follow :mod:`search.images.precision`.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from indexer.catalog import CatalogItem
+from indexer.decoding import catalog_decoder
 from indexer.hashing import file_signature
 from indexer.tuning import choose
 from search.config import Settings
+from search.images import autocast
 
 if TYPE_CHECKING:
     import torch
@@ -33,13 +36,35 @@ log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
 
 
+@dataclass(frozen=True)
+class Feed:
+    """How pictures reach a model: its transform, its input size, its device and precision."""
+
+    preprocess: Callable[[Any], Any]
+    image_size: int
+    device: str
+    precision: str = "auto"
+
+    @classmethod
+    def of(cls, embedder: Embedder) -> Feed:
+        """The embedder's own: its model's transform, device and precision setting."""
+        return cls(
+            embedder.preprocess,
+            embedder.info.image_size,
+            embedder.device,
+            embedder.precision_setting,
+        )
+
+    def autocast(self) -> Any:
+        """The precision policy's context for this model's forward passes."""
+        return autocast(self.device, self.precision)
+
+
 class FeatureExtractor(Protocol):
-    """What :func:`extract` needs: preprocessing, a device and a batch -> vectors call."""
+    """What :func:`extract` needs: how pictures reach the model and a batch -> vectors call."""
 
     key: str
-    device: str
-    image_size: int
-    preprocess: Callable[[Any], torch.Tensor]
+    feed: Feed
 
     def __call__(self, batch: torch.Tensor) -> np.ndarray: ...
 
@@ -52,9 +77,7 @@ class EmbedderFeatures:
     def __init__(self, embedder: Embedder) -> None:
         self.embedder = embedder
         self.key = f"embed|{embedder.info.key}"
-        self.device = embedder.device
-        self.image_size = embedder.info.image_size
-        self.preprocess = embedder.preprocess
+        self.feed = Feed.of(embedder)
 
     def __call__(self, batch: torch.Tensor) -> np.ndarray:
         return self.embedder.embed_tensors(batch)
@@ -71,35 +94,28 @@ class TrunkFeatures:
     normalisation, giving exactly what :meth:`Embedder.embed_tensors` returns.
     """
 
-    def __init__(
-        self, visual: Any, device: str, image_size: int, preprocess: Any, tag: str
-    ) -> None:
+    def __init__(self, visual: Any, feed: Feed, tag: str) -> None:
         self.trunk, self.head = visual.trunk, visual.head
-        self.device = device
-        self.image_size = image_size
-        self.preprocess = preprocess
-        self.key = f"trunk|{weights_digest(self.trunk)}|{image_size}|{tag}"
+        self.feed = feed
+        self.key = f"trunk|{weights_digest(self.trunk)}|{feed.image_size}|{tag}"
 
     @classmethod
     def of(cls, embedder: Embedder) -> TrunkFeatures:
-        info = embedder.info
-        tag = json.dumps(info.preprocess, sort_keys=True, default=str)
-        return cls(
-            embedder.torch_model.visual, embedder.device, info.image_size, embedder.preprocess, tag
-        )
+        tag = json.dumps(embedder.info.preprocess, sort_keys=True, default=str)
+        return cls(embedder.torch_model.visual, Feed.of(embedder), tag)
 
     def __call__(self, batch: torch.Tensor) -> np.ndarray:
         import torch
 
-        with torch.inference_mode(), autocast(self.device):
-            feats = self.trunk(batch.to(self.device, non_blocking=True))
+        with torch.inference_mode(), self.feed.autocast():
+            feats = self.trunk(batch.to(self.feed.device, non_blocking=True))
         return feats.float().cpu().numpy()
 
     def finish(self, raw: np.ndarray) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
-            out = self.head(torch.from_numpy(raw).to(self.device)).float()
+            out = self.head(torch.from_numpy(raw).to(self.feed.device)).float()
             out = torch.nn.functional.normalize(out, dim=-1)
         return out.cpu().numpy().astype(np.float32, copy=False)
 
@@ -121,19 +137,6 @@ def weights_digest(module: Any) -> str:
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
-
-
-def autocast(device: str, dtype: Any = None) -> Any:
-    """Mixed precision on CUDA (bf16 where supported, else fp16); a no-op on the CPU."""
-    import contextlib
-
-    import torch
-
-    if not device.startswith("cuda"):
-        return contextlib.nullcontext()
-    if dtype is None:
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
 
 
 @dataclass
@@ -191,11 +194,6 @@ def extract(
     return Features(vectors, ok, failed, computed=len(fresh))
 
 
-def keep_list(samples: list[Any]) -> list[Any]:
-    """A DataLoader collate that keeps the samples as they are (failures carry None)."""
-    return samples
-
-
 def _run(
     items: Sequence[CatalogItem],
     todo: list[int],
@@ -203,38 +201,29 @@ def _run(
     settings: Settings,
     progress: Progress | None,
 ) -> tuple[dict[int, tuple[str, np.ndarray]], list[tuple[str, str]]]:
-    """Read, hash, decode and embed ``items[todo]`` with the indexer's DataLoader stage."""
+    """Read, hash, decode and embed ``items[todo]`` in the imaging module's decode workers."""
     import torch
 
-    from indexer.dataset import ImageDataset, make_loader, model_input
-    from indexer.preprocess import BatchPreprocess
+    from search.images.batch import BatchPreprocess
+    from search.images.loader import ImageDataset, make_loader, model_input
 
-    tuning = choose(settings, extractor.device)
+    feed = extractor.feed
+    tuning = choose(settings, feed.device)
     torch.set_num_threads(tuning.threads)
-    prep = BatchPreprocess(extractor.preprocess)
-    dataset = ImageDataset(
-        [items[n].image for n in todo],
-        prep,
-        draft_size=extractor.image_size,
-        max_pixels=settings.max_image_pixels,
-    )
+    prep = BatchPreprocess(feed.preprocess)
+    decoder = catalog_decoder(settings.max_image_pixels, feed.image_size)
+    dataset = ImageDataset([items[n].image for n in todo], prep, decoder)
     loader = make_loader(
         dataset,
-        batch_size=tuning.batch_size,
+        tuning.batch_size,
         workers=min(tuning.workers, len(todo)),
-        pin_memory=extractor.device.startswith("cuda"),
+        pin_memory=feed.device.startswith("cuda"),
     )
     out: dict[int, tuple[str, np.ndarray]] = {}
     failed: list[tuple[str, str]] = []
     done = 0
     for batch in loader:
-        index, hashes, pixels = model_input(
-            batch,
-            prep,
-            extractor.device,
-            max_pixels=settings.max_image_pixels,
-            draft_size=extractor.image_size,
-        )
+        index, hashes, pixels = model_input(batch, prep, feed.device, decoder)
         failed += [(items[todo[p]].id, reason) for p, reason in batch.failed]
         if pixels is not None:
             for p, chash, vec in zip(index, hashes, extractor(pixels), strict=True):

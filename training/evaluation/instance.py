@@ -21,15 +21,17 @@ import numpy as np
 import torch
 
 from indexer.catalog import load_catalog
+from indexer.tuning import Tuning
 from search.config import Settings
 from search.errors import CatalogError, ConfigError
 from search.model_folder import finetune_block
 
 from .backgrounds import load_backgrounds
+from .features import Feed
 from .labels import holdout_mask
 from .report import format_rows
 from .scores import QueryScores, Verdict, judge, score
-from .views import ViewSet, cache_views
+from .views import ViewJob, ViewSet, cache_views
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
@@ -193,20 +195,23 @@ def evaluate_instance(
         t0 = time.perf_counter()
         embedder = load_embedder(spec, settings)
         step = (lambda d, t, s=spec: progress(s, d, t)) if progress else None
-        sets, failed = cache_views(
+        job = ViewJob(
             [i.image for i in items],
             ids,
             {"clean": (range(len(items)), 1), "eval": (test, views)},
-            lambda pixels, e=embedder: torch.from_numpy(e.embed_tensors(pixels)),
             backgrounds={"eval": pools.eval},
-            preprocess=embedder.preprocess,
-            image_size=embedder.info.image_size,
-            device=embedder.device,
-            batch_size=settings.batch_size or 8,
-            workers=max(0, settings.workers),
             seed=seed,
-            progress=step,
+            max_pixels=settings.max_image_pixels,
             dtype=torch.float32,
+        )
+        sets, failed = cache_views(
+            job,
+            lambda pixels, e=embedder: torch.from_numpy(e.embed_tensors(pixels)),
+            Feed.of(embedder),
+            Tuning(
+                batch_size=settings.batch_size or 8, workers=max(0, settings.workers), threads=0
+            ),
+            step,
         )
         for item_id, reason in failed:
             log.warning("skipped %s: %s", item_id, reason)

@@ -2,9 +2,10 @@
 
 A job is (item, kind, view number): kind ``clean`` is the catalog photo itself (what the
 index stores), ``train`` a training view, ``eval`` a judging view. Views are made in the
-DataLoader's worker processes, each from a seed of (run seed, kind, item id, number), so a
-view is the same in every run and for every model compared on it. The frozen bottom of
-the tower turns each into a map kept in memory as float16.
+decode workers of :mod:`search.images.loader`, each from a seed of (run seed, kind, item id,
+number), so a view is the same in every run and for every model compared on it. The jobs of
+one item always share a batch, hence a worker: each photo is read and decoded once. The
+frozen bottom of the tower turns each view into a map kept in memory as float16.
 """
 
 from __future__ import annotations
@@ -12,18 +13,22 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from itertools import groupby
 
 import numpy as np
 import torch
 from PIL import Image
+from torch.utils.data import Dataset
 
-from indexer.fetch import read_image_bytes
+from indexer.decoding import catalog_decoder
+from indexer.tuning import Tuning
 from search.errors import ImageError
-from search.images import open_image
+from search.images import DEFAULT_MAX_PIXELS, Decoder
+from search.images.batch import BatchPreprocess
+from search.images.loader import Sample, make_loader, model_input
 
-from .features import keep_list
+from .features import Feed
 from .shopper import EVAL, TRAIN, ViewFamily, shopper_view
 
 log = logging.getLogger(__name__)
@@ -38,6 +43,33 @@ class Job:
     n: int
 
 
+@dataclass(frozen=True)
+class ViewJob:
+    """What :func:`cache_views` makes: views of which photos, how many, on which backgrounds.
+
+    plan: ``plan[kind] = (items, views per item)``; backgrounds: the pool of each view kind;
+    dtype: what the maps are kept as.
+    """
+
+    refs: Sequence[str]
+    ids: Sequence[str]
+    plan: dict[str, tuple[Sequence[int], int]]
+    backgrounds: dict[str, list[Image.Image]] = field(default_factory=dict)
+    seed: int = 0
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    dtype: torch.dtype = torch.float16
+
+    def jobs(self) -> list[Job]:
+        """Every view to make, the jobs of an item next to each other."""
+        jobs = [
+            Job(i, kind, n)
+            for kind, (items, v) in self.plan.items()
+            for i in items
+            for n in range(v)
+        ]
+        return sorted(jobs, key=lambda j: (j.item, j.kind, j.n))
+
+
 @dataclass
 class ViewSet:
     """Maps of one kind: ``maps[item, n]`` (float16), ``ok[item]``."""
@@ -50,22 +82,13 @@ class ViewSet:
         return int(self.maps.shape[1])
 
 
-class _Views:
-    """Dataset of (job number, tensor or None, reason) for a list of jobs."""
+class _Views(Dataset):
+    """One :class:`Sample` per job: the view, preprocessed; its photo decoded once."""
 
     def __init__(
-        self,
-        refs: Sequence[str],
-        ids: Sequence[str],
-        jobs: Sequence[Job],
-        backgrounds: dict[str, list[Image.Image]],
-        preprocess: Any,
-        draft: int,
-        seed: int,
+        self, job: ViewJob, jobs: Sequence[Job], prep: BatchPreprocess, decoder: Decoder
     ) -> None:
-        self.refs, self.ids, self.jobs = list(refs), list(ids), list(jobs)
-        self.backgrounds, self.preprocess = backgrounds, preprocess
-        self.draft, self.seed = draft, seed
+        self.job, self.jobs, self.prep, self.decoder = job, list(jobs), prep, decoder
         self._last: tuple[int, Image.Image] | None = None
 
     def __len__(self) -> int:
@@ -73,91 +96,97 @@ class _Views:
 
     def _photo(self, item: int) -> Image.Image:
         if self._last is None or self._last[0] != item:
-            img = open_image(read_image_bytes(self.refs[item]), draft_size=self.draft)
-            if max(img.size) > 2 * self.draft:
-                img.thumbnail((2 * self.draft, 2 * self.draft), Image.BICUBIC)
+            img = self.decoder(self.job.refs[item])
+            draft = self.decoder.draft_size or max(img.size)
+            if max(img.size) > 2 * draft:
+                img.thumbnail((2 * draft, 2 * draft), Image.BICUBIC)
             self._last = (item, img)
         return self._last[1]
 
-    def __getitem__(self, i: int) -> tuple[int, Any, str]:
+    def __getitem__(self, i: int) -> Sample:
         job = self.jobs[i]
         try:
             photo = self._photo(job.item)
             family = FAMILIES[job.kind]
             if family is not None:
-                rng = random.Random(f"{self.seed}:{job.kind}:{self.ids[job.item]}:{job.n}")
-                photo = shopper_view(photo, family, self.backgrounds[job.kind], rng)
-            return i, self.preprocess(photo), ""
+                seed = f"{self.job.seed}:{job.kind}:{self.job.ids[job.item]}:{job.n}"
+                backgrounds = self.job.backgrounds[job.kind]
+                photo = shopper_view(photo, family, backgrounds, random.Random(seed))
+            return Sample(i, self.prep.per_image(photo), "", "")
         except ImageError as exc:
-            return i, None, str(exc)
+            return Sample(i, None, "", str(exc))
         except Exception as exc:  # one bad file never kills a worker
-            return i, None, f"unexpected error: {exc.__class__.__name__}: {exc}"
+            return Sample(i, None, "", f"unexpected error: {exc.__class__.__name__}: {exc}")
+
+
+def item_batches(jobs: Sequence[Job], batch_size: int) -> list[list[int]]:
+    """Positions of ``jobs`` in batches of about ``batch_size``, an item's jobs never split
+    (one worker reads its photo); an item with more views than that is a batch of its own."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for _, group in groupby(range(len(jobs)), key=lambda p: jobs[p].item):
+        views = list(group)
+        if current and len(current) + len(views) > batch_size:
+            batches.append(current)
+            current = []
+        current += views
+    if current:
+        batches.append(current)
+    return batches
 
 
 def cache_views(
-    refs: Sequence[str],
-    ids: Sequence[str],
-    plan: dict[str, tuple[Sequence[int], int]],
+    job: ViewJob,
     bottom: Callable[[torch.Tensor], torch.Tensor],
-    *,
-    backgrounds: dict[str, list[Image.Image]],
-    preprocess: Any,
-    image_size: int,
-    device: str,
-    batch_size: int,
-    workers: int,
-    seed: int,
+    feed: Feed,
+    tuning: Tuning,
     progress: Progress | None = None,
-    dtype: torch.dtype = torch.float16,
 ) -> tuple[dict[str, ViewSet], list[tuple[str, str]]]:
-    """``plan[kind] = (items, views per item)`` -> a :class:`ViewSet` per kind.
+    """A :class:`ViewSet` per kind of ``job.plan``.
 
     ``bottom`` turns a batch of preprocessed pixels into what is kept per view (a frozen
-    tower bottom's maps, or a whole model's embeddings), stored as ``dtype``.
+    tower bottom's maps, or a whole model's embeddings), stored as ``job.dtype``;
+    ``tuning`` gives the batch size and the decode workers.
 
     Returns the view sets and (item id, reason) of every photo that could not be read.
     """
-    from torch.utils.data import DataLoader
-
-    jobs = [Job(i, kind, n) for kind, (items, v) in plan.items() for i in items for n in range(v)]
-    jobs.sort(key=lambda j: (j.item, j.kind, j.n))  # consecutive jobs share a decoded photo
-    dataset = _Views(refs, ids, jobs, backgrounds, preprocess, image_size, seed)
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        num_workers=min(workers, max(1, len(jobs) // batch_size)),
-        collate_fn=keep_list,
+    jobs = job.jobs()
+    prep = BatchPreprocess(feed.preprocess)
+    decoder = catalog_decoder(job.max_pixels, feed.image_size)
+    batches = item_batches(jobs, tuning.batch_size)
+    loader = make_loader(
+        _Views(job, jobs, prep, decoder),
+        batches,
+        workers=min(tuning.workers, len(batches)),
+        pin_memory=feed.device.startswith("cuda"),
     )
+    n, dtype = len(job.refs), job.dtype
     sets: dict[str, ViewSet] = {}
     failed: dict[int, str] = {}
     done = 0
     with torch.inference_mode():
         for batch in loader:
-            good = [(p, t) for p, t, _ in batch if t is not None]
-            for p, _, reason in batch:
-                if reason:
-                    failed.setdefault(jobs[p].item, reason)
-            if good:
-                pixels = torch.stack([t for _, t in good]).to(device, non_blocking=True)
+            index, _, pixels = model_input(batch, prep, feed.device, decoder)
+            for p, reason in batch.failed:
+                failed.setdefault(jobs[p].item, reason)
+            if pixels is not None:
                 maps = bottom(pixels).to("cpu", dtype)
-                for (p, _), m in zip(good, maps, strict=True):
-                    job = jobs[p]
-                    vs = sets.get(job.kind)
+                for p, m in zip(index, maps, strict=True):
+                    view = jobs[p]
+                    vs = sets.get(view.kind)
                     if vs is None:
-                        vs = sets[job.kind] = _empty(len(refs), plan[job.kind][1], m, dtype)
-                    vs.maps[job.item, job.n] = m
-                    vs.ok[job.item] = True
-            done += len(batch)
+                        vs = sets[view.kind] = _empty(n, job.plan[view.kind][1], m, dtype)
+                    vs.maps[view.item, view.n] = m
+                    vs.ok[view.item] = True
+            done += len(index) + len(batch.failed)
             if progress:
                 progress(done, len(jobs))
-    for kind, (_, v) in plan.items():
+    for kind, (_, v) in job.plan.items():
         if kind not in sets:
-            sets[kind] = ViewSet(
-                torch.zeros((len(refs), v, 1), dtype=dtype), np.zeros(len(refs), bool)
-            )
+            sets[kind] = ViewSet(torch.zeros((n, v, 1), dtype=dtype), np.zeros(n, bool))
     for vs in sets.values():
         vs.ok[list(failed)] = False
-    reasons = [(ids[i], r) for i, r in sorted(failed.items())]
+    reasons = [(job.ids[i], r) for i, r in sorted(failed.items())]
     return sets, reasons
 
 

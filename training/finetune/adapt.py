@@ -27,11 +27,12 @@ from search.embedder import Embedder
 from search.errors import ConfigError
 
 from ..evaluation.backgrounds import load_backgrounds
+from ..evaluation.features import Feed
 from ..evaluation.instance import group_ids
 from ..evaluation.labels import holdout_mask
 from ..evaluation.report import format_rows, json_safe
 from ..evaluation.views import Progress as ViewProgress
-from ..evaluation.views import cache_views, view_budget
+from ..evaluation.views import ViewJob, cache_views, view_budget
 from .export import export_model
 from .instance import InstanceData, InstanceOutcome, adapt
 from .model import TEXT_PLACEHOLDER, base_model_cfg, build_model
@@ -151,7 +152,7 @@ def finetune_instance(
     fit_items = np.arange(len(items)) if opts.refit else train
     views = _views_per_item(tower, base, fit_items.size, opts)
     t0 = time.perf_counter()
-    sets, failed = cache_views(
+    job = ViewJob(
         [i.image for i in items],
         ids,
         {
@@ -159,16 +160,11 @@ def finetune_instance(
             "train": (fit_items, views),
             "eval": (np.concatenate([val, test, seen]), opts.eval_views),
         },
-        tower.bottom,
         backgrounds=_pools(opts),
-        preprocess=base.preprocess,
-        image_size=base.info.image_size,
-        device=base.device,
-        batch_size=tuning.batch_size,
-        workers=tuning.workers,
         seed=opts.seed,
-        progress=view_progress,
+        max_pixels=settings.max_image_pixels,
     )
+    sets, failed = cache_views(job, tower.bottom, Feed.of(base), tuning, view_progress)
     timings["views"] = time.perf_counter() - t0
     for item_id, reason in failed:
         log.warning("skipped %s: %s", item_id, reason)
@@ -185,7 +181,7 @@ def finetune_instance(
         seen=seen,
     )
     t0 = time.perf_counter()
-    outcome = adapt(tower, data, opts, base.device, progress)
+    outcome = adapt(tower, data, opts, Feed.of(base), progress)
     timings["training"] = time.perf_counter() - t0
     report = InstanceReport(
         output=str(out),

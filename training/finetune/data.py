@@ -1,20 +1,21 @@
-"""Training data: the train / validation split, label-balanced batches, augmented images."""
+"""Training data: the train / validation split and label-balanced batches.
+
+Training photos come through the imaging module's loader (:mod:`search.images.loader`,
+``ImageDataset(..., augment=...)``): augmentation (:mod:`.augment`) runs on the decoded photo,
+before the model's own transform.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
 from indexer.fetch import read_image_bytes
 from indexer.hashing import content_hash
 from search.errors import ConfigError, ImageError
-from search.images import open_image
 
 from ..evaluation.labels import LabelledCatalog, holdout_mask
 
@@ -119,28 +120,3 @@ def pk_batches(
             batch = []
     if len(batch) > 1:
         yield np.array(batch)
-
-
-class AugmentedImages(Dataset):
-    """Decoded, augmented and preprocessed training images (the model's preprocessing)."""
-
-    def __init__(
-        self,
-        refs: Sequence[str],
-        augment: Callable[[Any], Any] | None,
-        preprocess: Callable[[Any], torch.Tensor],
-        draft_size: int,
-    ) -> None:
-        self.refs = list(refs)
-        self.augment = augment
-        self.preprocess = preprocess
-        self.draft_size = draft_size
-
-    def __len__(self) -> int:
-        return len(self.refs)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        img = open_image(read_image_bytes(self.refs[i]), draft_size=self.draft_size)
-        if self.augment is not None:
-            img = self.augment(img)
-        return self.preprocess(img)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..evaluation.features import autocast
+from ..evaluation.features import Feed
 from ..evaluation.instance import query_scores
 from ..evaluation.scores import QueryScores, Verdict, judge
 from ..evaluation.views import ViewSet
@@ -88,13 +88,13 @@ class InstanceOutcome:
 class Embed:
     """Unit embeddings of cached maps through the tower's trainable top (eval mode)."""
 
-    def __init__(self, tower: SplitTower, device: str, batch: int = 256) -> None:
-        self.tower, self.device, self.batch = tower, device, batch
+    def __init__(self, tower: SplitTower, feed: Feed, batch: int = 256) -> None:
+        self.tower, self.feed, self.device, self.batch = tower, feed, feed.device, batch
 
     def __call__(self, maps: torch.Tensor) -> np.ndarray:
         out = []
         self.tower.eval()
-        with torch.inference_mode(), autocast(self.device):
+        with torch.inference_mode(), self.feed.autocast():
             for s in range(0, maps.shape[0], self.batch):
                 x = maps[s : s + self.batch].to(self.device, torch.float32, non_blocking=True)
                 out.append(F.normalize(self.tower(x).float(), dim=-1).cpu())
@@ -110,9 +110,10 @@ class Trainer:
         data: InstanceData,
         base_clean: np.ndarray,
         opts: FinetuneOptions,
-        device: str,
+        feed: Feed,
     ) -> None:
-        self.tower, self.data, self.opts, self.device = tower, data, opts, device
+        self.tower, self.data, self.opts, self.feed = tower, data, opts, feed
+        self.device = feed.device
         self.base_clean = torch.from_numpy(base_clean)
         self.initial = copy.deepcopy(tower.state_dict())
         self.rng = np.random.default_rng(opts.seed)
@@ -164,7 +165,7 @@ class Trainer:
                     d.train_views.maps[b, pick[:, 1]],
                 ]
             ).to(self.device, torch.float32, non_blocking=True)
-            with autocast(self.device):
+            with self.feed.autocast():
                 z = F.normalize(self.tower(x).float(), dim=-1)
             groups = torch.from_numpy(d.groups[b]).to(self.device)
             labels = groups.repeat(3)
@@ -191,7 +192,7 @@ def adapt(
     tower: SplitTower,
     data: InstanceData,
     opts: FinetuneOptions,
-    device: str,
+    feed: Feed,
     progress: Progress | None = None,
 ) -> InstanceOutcome:
     """Train on ``data.train``, pick the epoch on ``data.val``, judge on ``data.test``.
@@ -204,7 +205,7 @@ def adapt(
     least as well served as by the base model, so products added after the adaptation do
     not lose.
     """
-    embed = Embed(tower, device)
+    embed = Embed(tower, feed)
     base_clean = embed(data.clean.maps[:, 0])
     base_val = query_scores(embed, data, data.val)
     base_test = query_scores(embed, data, data.test)
@@ -213,7 +214,7 @@ def adapt(
         base_val.criterion()[0],
         base_test.criterion()[0],
     )
-    trainer = Trainer(tower, data, base_clean, opts, device)
+    trainer = Trainer(tower, data, base_clean, opts, feed)
     history = InstanceHistory()
     opt, sched = trainer.optimizer(trainer.steps_per_epoch(data.train) * opts.epochs)
     best_state, best_key, best_val = (

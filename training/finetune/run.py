@@ -24,7 +24,7 @@ from search.config import Settings
 from search.embedder import Embedder
 from search.errors import CatalogError
 
-from ..evaluation.features import TrunkFeatures, extract
+from ..evaluation.features import Feed, TrunkFeatures, extract
 from ..evaluation.labels import LabelledCatalog, choose_task, load_labelled
 from ..evaluation.report import format_rows, json_safe
 from ..evaluation.retrieval import RetrievalResult
@@ -36,7 +36,16 @@ from .export import export_model, prepare_output
 from .label_verdict import check_answerable, judge_labels
 from .model import base_model_cfg, build_model, configure_trainable, new_model_cfg
 from .options import FinetuneOptions
-from .train import History, ModelFeatures, Progress, train_backbone, train_head, validate
+from .train import (
+    History,
+    ModelFeatures,
+    Progress,
+    Trainee,
+    TrainingSet,
+    train_backbone,
+    train_head,
+    validate,
+)
 
 log = logging.getLogger(__name__)
 FeatureProgress = Callable[[int, int], None]
@@ -193,27 +202,13 @@ def finetune(
     model = build_model(cfg, base, opts.seed)
     visual = model.visual
     groups = configure_trainable(visual, opts)
-    device = base.device
+    trainee = Trainee(visual, groups, opts, Feed.of(base), progress)
+    data = TrainingSet(pool, split, feats.ok)
     if opts.strategy == "head":
-        history = train_head(
-            visual, feats.vectors, feats.ok, pool, split, groups, opts, device, progress
-        )
+        history = train_head(trainee, data, feats.vectors)
     else:
         augment = product_augment(base.info.image_size) if opts.augment else None
-        history = train_backbone(
-            visual,
-            pool,
-            split,
-            feats.ok,
-            groups,
-            opts,
-            settings,
-            base.preprocess,
-            base.info.image_size,
-            augment,
-            device,
-            progress,
-        )
+        history = train_backbone(trainee, data, settings, augment)
     after = history.best_result or before
     verdict, base_held, new_held = _judge(catalog, split, trunk, visual, base, settings, opts)
     report = FinetuneReport(
@@ -267,6 +262,6 @@ def _judge(
             out = visual.head(torch.from_numpy(feats.vectors).to(base.device)).float()
             after = torch.nn.functional.normalize(out, dim=-1).cpu().numpy()
     else:
-        tuned = ModelFeatures(visual, base.device, base.info.image_size, base.preprocess)
+        tuned = ModelFeatures(visual, Feed.of(base))
         after = extract(catalog.items, tuned, settings, use_cache=False).vectors
     return judge_labels(catalog, split, before, after, feats.ok, opts.seed)

@@ -19,13 +19,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from indexer.decoding import catalog_decoder
 from indexer.tuning import choose
 from search.config import Settings
+from search.images import scales_gradients
 
-from ..evaluation.features import autocast, extract
+from ..evaluation.features import Feed, extract
 from ..evaluation.labels import LabelledCatalog
 from ..evaluation.retrieval import RetrievalResult, retrieval_metrics
-from .data import AugmentedImages, Split, label_ids, pk_batches
+from .augment import Augment
+from .data import Split, label_ids, pk_batches
 from .losses import CosineClassifier, metric_loss
 from .options import FinetuneOptions
 
@@ -124,65 +127,92 @@ class Objective:
         return loss
 
 
-def _close_epoch(
-    history: History,
-    epoch: int,
-    losses: list[float],
-    result: Any,
-    t0: float,
-    n_batches: int,
-    stale: int,
-    opts: FinetuneOptions,
-    progress: Progress | None,
-) -> tuple[bool, int, bool]:
-    """Record an epoch's validation, report it, and decide on early stopping.
+@dataclass
+class TrainingSet:
+    """What a loop learns from and validates on: the fine-tuning pool (``catalog``), its
+    train / validation split, and which items' photos could be read (``ok``)."""
 
-    Returns (improved, epochs without improvement, stop now).
-    """
-    mean_loss = float(np.mean(losses))
-    improved = history.record(epoch, mean_loss, result, time.perf_counter() - t0)
-    stale = 0 if improved else stale + 1
-    if progress:
-        progress(
-            TrainEvent(
-                "validate",
-                epoch,
-                opts.epochs,
-                n_batches,
-                n_batches,
-                mean_loss,
-                result.recall.get(1),
-            )
+    catalog: LabelledCatalog
+    split: Split
+    ok: np.ndarray
+
+    @property
+    def train(self) -> np.ndarray:
+        """The training items that can be read (positions into ``catalog``)."""
+        return self.split.train[self.ok[self.split.train]]
+
+    def validate(self, vectors: np.ndarray) -> RetrievalResult:
+        return validate(vectors, self.catalog, self.split, self.ok)
+
+
+@dataclass
+class Trainee:
+    """What is trained and how: the vision tower, its parameter groups (learning rates),
+    the options, how pictures reach it (device, precision; transform and input size for the
+    backbone loop) and who hears about progress."""
+
+    visual: Any
+    groups: list[dict[str, Any]]
+    opts: FinetuneOptions
+    feed: Feed
+    progress: Progress | None = None
+
+    def report(self, event: TrainEvent) -> None:
+        if self.progress:
+            self.progress(event)
+
+
+class _Epochs:
+    """The end of an epoch, as both loops close it: record the validation, report it, keep
+    the best weights of ``module`` (recall@1, then mAP@10), stop after ``patience`` epochs
+    without a better one."""
+
+    def __init__(self, module: Any, trainee: Trainee) -> None:
+        self.module, self.trainee = module, trainee
+        self.history = History()
+        self.best = copy.deepcopy(module.state_dict())
+        self.stale = 0
+
+    def close(
+        self, epoch: int, losses: list[float], result: RetrievalResult, t0: float, steps: int
+    ) -> bool:
+        """Close ``epoch``; True when training stops here."""
+        opts = self.trainee.opts
+        mean_loss = float(np.mean(losses))
+        improved = self.history.record(epoch, mean_loss, result, time.perf_counter() - t0)
+        self.stale = 0 if improved else self.stale + 1
+        recall1 = result.recall.get(1)
+        self.trainee.report(
+            TrainEvent("validate", epoch, opts.epochs, steps, steps, mean_loss, recall1)
         )
-    stop = stale >= opts.patience
-    if stop:
-        history.stopped_early = epoch < opts.epochs
-    return improved, stale, stop
+        if improved:
+            self.best = copy.deepcopy(self.module.state_dict())
+        stop = self.stale >= opts.patience
+        if stop:
+            self.history.stopped_early = epoch < opts.epochs
+        return stop
+
+    def finish(self) -> History:
+        """Load the best weights back; the run's history."""
+        self.module.load_state_dict(self.best)
+        return self.history
 
 
-def train_head(
-    visual: Any,
-    raw: np.ndarray,
-    ok: np.ndarray,
-    catalog: LabelledCatalog,
-    split: Split,
-    groups: list[dict[str, Any]],
-    opts: FinetuneOptions,
-    device: str,
-    progress: Progress | None = None,
-) -> History:
-    """Train ``visual.head`` on precomputed trunk features ``raw`` (rows of ``catalog``)."""
-    head = visual.head.to(device)
+def train_head(trainee: Trainee, data: TrainingSet, raw: np.ndarray) -> History:
+    """Train ``trainee.visual.head`` on precomputed trunk features ``raw`` (rows of
+    ``data.catalog``)."""
+    opts, device, catalog = trainee.opts, trainee.feed.device, data.catalog
+    head = trainee.visual.head.to(device)
     feats = torch.from_numpy(raw).to(device)
-    train = split.train[ok[split.train]]
+    train = data.train
     labels = torch.from_numpy(label_ids(catalog.labels)).to(device)
     objective = Objective(opts, len(set(catalog.labels)), device)
     rng = np.random.default_rng(opts.seed)
     steps = len(
         list(pk_batches(label_ids(catalog.labels)[train], opts.batch_size, opts.per_label, rng))
     )
-    opt, sched = _optimizer(groups + objective.groups(), opts, steps * opts.epochs)
-    history, best, stale = History(), copy.deepcopy(head.state_dict()), 0
+    opt, sched = _optimizer(trainee.groups + objective.groups(), opts, steps * opts.epochs)
+    epochs = _Epochs(head, trainee)
     for epoch in range(1, opts.epochs + 1):
         t0, losses = time.perf_counter(), []
         head.train()
@@ -198,38 +228,25 @@ def train_head(
             opt.step()
             sched.step()
             losses.append(loss.item())
-            if progress:
-                progress(TrainEvent("train", epoch, opts.epochs, step, len(batches), losses[-1]))
+            trainee.report(TrainEvent("train", epoch, opts.epochs, step, len(batches), losses[-1]))
         head.eval()
         with torch.inference_mode():
             vectors = F.normalize(head(feats).float(), dim=-1).cpu().numpy()
-        result = validate(vectors, catalog, split, ok)
-        improved, stale, stop = _close_epoch(
-            history, epoch, losses, result, t0, len(batches), stale, opts, progress
-        )
-        if improved:
-            best = copy.deepcopy(head.state_dict())
-        if stop:
+        if epochs.close(epoch, losses, data.validate(vectors), t0, len(batches)):
             break
-    head.load_state_dict(best)
-    return history
+    return epochs.finish()
 
 
 class ModelFeatures:
     """Embeddings of the model being trained (no augmentation, eval mode, no cache)."""
 
-    def __init__(self, visual: Any, device: str, image_size: int, preprocess: Any) -> None:
-        self.visual, self.device, self.image_size, self.preprocess = (
-            visual,
-            device,
-            image_size,
-            preprocess,
-        )
+    def __init__(self, visual: Any, feed: Feed) -> None:
+        self.visual, self.feed = visual, feed
         self.key = "training"
 
     def __call__(self, batch: torch.Tensor) -> np.ndarray:
-        with torch.inference_mode(), autocast(self.device):
-            out = self.visual(batch.to(self.device, non_blocking=True))
+        with torch.inference_mode(), self.feed.autocast():
+            out = self.visual(batch.to(self.feed.device, non_blocking=True))
         return F.normalize(out.float(), dim=-1).cpu().numpy()
 
     def finish(self, raw: np.ndarray) -> np.ndarray:
@@ -237,53 +254,48 @@ class ModelFeatures:
 
 
 def train_backbone(
-    visual: Any,
-    catalog: LabelledCatalog,
-    split: Split,
-    ok: np.ndarray,
-    groups: list[dict[str, Any]],
-    opts: FinetuneOptions,
-    settings: Settings,
-    preprocess: Any,
-    image_size: int,
-    augment: Any,
-    device: str,
-    progress: Progress | None = None,
+    trainee: Trainee, data: TrainingSet, settings: Settings, augment: Augment | None
 ) -> History:
-    """Train the unfrozen backbone layers and the head on augmented images."""
-    from torch.utils.data import DataLoader
+    """Train the unfrozen backbone layers and the head on augmented images.
 
+    Photos come through the imaging module's decode workers (the catalog's decoder at the
+    model's input size, ``augment`` on the decoded photo, then the model's own transform);
+    forward passes follow the precision policy (fp16 with a gradient scaler).
+    """
+    from search.images.batch import BatchPreprocess
+    from search.images.loader import ImageDataset, make_loader, model_input
+
+    opts, feed, visual, catalog = trainee.opts, trainee.feed, trainee.visual, data.catalog
+    device = feed.device
     tuning = choose(settings, device)
     torch.set_num_threads(tuning.threads)
     visual.to(device)
-    train = split.train[ok[split.train]]
+    train = data.train
     labels_np = label_ids(catalog.labels)
-    dataset = AugmentedImages(
-        [catalog.items[i].image for i in train], augment, preprocess, image_size
-    )
+    prep = BatchPreprocess(feed.preprocess)
+    decoder = catalog_decoder(settings.max_image_pixels, feed.image_size)
+    dataset = ImageDataset([catalog.items[i].image for i in train], prep, decoder, augment=augment)
     objective = Objective(opts, len(set(catalog.labels)), device)
     rng = np.random.default_rng(opts.seed)
     steps = len(list(pk_batches(labels_np[train], opts.batch_size, opts.per_label, rng)))
-    opt, sched = _optimizer(groups + objective.groups(), opts, steps * opts.epochs)
-    scaler = torch.amp.GradScaler(
-        "cuda", enabled=device.startswith("cuda") and not torch.cuda.is_bf16_supported()
-    )
-    features = ModelFeatures(visual, device, image_size, preprocess)
-    history, best, stale = History(), copy.deepcopy(visual.state_dict()), 0
+    opt, sched = _optimizer(trainee.groups + objective.groups(), opts, steps * opts.epochs)
+    scaler = torch.amp.GradScaler("cuda", enabled=scales_gradients(device, feed.precision))
+    features = ModelFeatures(visual, feed)
+    epochs = _Epochs(visual, trainee)
     for epoch in range(1, opts.epochs + 1):
         t0, losses = time.perf_counter(), []
         visual.eval()  # BatchNorm statistics stay frozen: small batches on a CPU
         batches = list(pk_batches(labels_np[train], opts.batch_size, opts.per_label, rng))
-        loader = DataLoader(
-            dataset,
-            batch_sampler=batches,
-            num_workers=tuning.workers,
-            pin_memory=device.startswith("cuda"),
+        loader = make_loader(
+            dataset, batches, workers=tuning.workers, pin_memory=device.startswith("cuda")
         )
-        for step, (pixels, b) in enumerate(zip(loader, batches, strict=True), 1):
-            y = torch.from_numpy(labels_np[train[b]]).to(device)
-            with autocast(device):
-                out = visual(pixels.to(device, non_blocking=True))
+        for step, batch in enumerate(loader, 1):
+            index, _, pixels = model_input(batch, prep, device, decoder)
+            if pixels is None:
+                continue  # no photo of the batch could be read (extraction reported them)
+            y = torch.from_numpy(labels_np[train[index]]).to(device)
+            with feed.autocast():
+                out = visual(pixels)
             z = F.normalize(out.float(), dim=-1)
             loss = objective(z, y)
             opt.zero_grad(set_to_none=True)
@@ -292,16 +304,8 @@ def train_backbone(
             scaler.update()
             sched.step()
             losses.append(loss.item())
-            if progress:
-                progress(TrainEvent("train", epoch, opts.epochs, step, len(batches), losses[-1]))
+            trainee.report(TrainEvent("train", epoch, opts.epochs, step, len(batches), losses[-1]))
         vectors = extract(catalog.items, features, settings, use_cache=False).vectors
-        result = validate(vectors, catalog, split, ok)
-        improved, stale, stop = _close_epoch(
-            history, epoch, losses, result, t0, len(batches), stale, opts, progress
-        )
-        if improved:
-            best = copy.deepcopy(visual.state_dict())
-        if stop:
+        if epochs.close(epoch, losses, data.validate(vectors), t0, len(batches)):
             break
-    visual.load_state_dict(best)
-    return history
+    return epochs.finish()

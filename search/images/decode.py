@@ -1,4 +1,4 @@
-"""Safe, tolerant image loading shared by the indexer and the query path.
+"""Safe decoding of untrusted image bytes: format allowlist, limits, reduced-size decode.
 
 Untrusted bytes only ever reach Pillow's raster decoders: the format is read from the first
 bytes (magic numbers) BEFORE Pillow sees the file, must be one of :data:`ALLOWED_FORMATS`,
@@ -12,8 +12,8 @@ Limits, checked from the header before any pixel is decoded:
   (``draft_size``) or the full size would not fit the budget; other formats over the budget
   are refused. Large decoded images are shrunk (``reduce``) before colour conversion.
 
-Also handles EXIF orientation, palette / CMYK / 16-bit / grey / bilevel modes, transparency
-(composited on white) and animated images (first frame). Every failure is an
+EXIF orientation and the conversion of every mode to 8-bit RGB are :mod:`.colour`'s;
+animated images give their first frame. Every failure is an
 :class:`ImageError` whose text is a short reason meant for the user: no command lines, paths
 or decoder internals (those go to the debug log).
 """
@@ -31,7 +31,8 @@ from typing import IO
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from .errors import ImageError
+from ..errors import ImageError
+from .colour import orientation, oriented_rgb, to_rgb
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +67,6 @@ _REFUSED: tuple[tuple[bytes, str], ...] = (
 )
 # what Image.open may report for an allowed format (a JPEG with several pictures is MPO)
 _OPENED_AS = {"JPEG": {"JPEG", "MPO"}}
-_ORIENTATION = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
 
 # Truncated files must fail, not silently decode as grey: keep PIL strict.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -139,9 +131,9 @@ def _decode(
             img.seek(0)
         _reduce_decode(img, fmt, draft_size, max_bytes)  # before anything loads pixels
         img.load()
-        orientation = _orientation(img)  # after load: a PNG's getexif() would decode
+        turn = orientation(img)  # after load: a PNG's getexif() would decode
         img = _shrink(img, draft_size)
-        return _to_rgb(img, orientation)
+        return oriented_rgb(img, turn)
     except ImageError:
         raise
     except UnidentifiedImageError as exc:
@@ -253,53 +245,6 @@ def _shrink(img: Image.Image, draft_size: int | None) -> Image.Image:
     if factor < 2 or img.mode not in ("RGB", "RGBA", "L", "LA", "I", "F"):
         return img
     return img.reduce(factor)
-
-
-def _orientation(img: Image.Image) -> int:
-    try:
-        return int(img.getexif().get(0x0112, 1) or 1)
-    except Exception:  # a broken EXIF block must not lose the picture
-        log.debug("ignoring unreadable EXIF orientation")
-        return 1
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Apply EXIF orientation and convert any mode to RGB (transparency onto white)."""
-    return _to_rgb(img, _orientation(img))
-
-
-def _to_rgb(img: Image.Image, orientation: int) -> Image.Image:
-    img = _convert_rgb(img)
-    method = _ORIENTATION.get(orientation)
-    return img.transpose(method) if method is not None else img
-
-
-def _convert_rgb(img: Image.Image) -> Image.Image:
-    mode = img.mode
-    if mode == "RGB":
-        return img
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        img = _scale_to_8bit(img)
-        mode = img.mode
-    if mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-        mode = "RGBA"
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = img if mode == "RGBA" else img.convert("RGBA")
-        out = Image.new("RGB", rgba.size, (255, 255, 255))
-        out.paste(rgba, mask=rgba.getchannel("A"))  # alpha-composite onto white
-        return out
-    return img.convert("RGB")
-
-
-def _scale_to_8bit(img: Image.Image) -> Image.Image:
-    """Map 16/32-bit integer and float images onto 0..255 greyscale by their value range."""
-    as_float = img.convert("F")
-    lo, hi = as_float.getextrema()
-    if hi <= lo:
-        return Image.new("L", img.size, 0 if hi <= 0 else 255)
-    scale = 255.0 / (hi - lo)
-    return as_float.point(lambda v: (v - lo) * scale).convert("L")
 
 
 def is_image_path(path: str | Path) -> bool:

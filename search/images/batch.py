@@ -16,7 +16,7 @@ a cosine above 0.9999 (tested).
 :func:`decode_jpegs` is the optional device-side JPEG path (``torchvision.io.decode_jpeg``,
 nvJPEG on CUDA): workers only read bytes, the device decodes, resizes and normalises.
 Its resize is torch's antialiased bicubic, within a few grey levels of PIL's, so it is an
-opt-in (``Tuning.device_decode``), measured in benchmarks/bench_indexing.py.
+opt-in (the indexer's ``Tuning.device_decode``), measured in benchmarks/bench_indexing.py.
 """
 
 from __future__ import annotations

@@ -1,9 +1,12 @@
-"""Decode-and-preprocess stage of the pipeline, run in DataLoader worker processes.
+"""The DataLoader factory: decode workers for every job that runs a model in PyTorch.
 
-Workers read, hash, safely decode (JPEG draft: a reduced-scale decode that still covers the
-model's input size) and run the per-image part of the model's transform; the batch is
-finished on the model's device (see :mod:`indexer.preprocess`). With ``raw_jpeg`` the
-workers only read and check plain JPEGs and the device decodes them (nvJPEG on CUDA).
+Indexing, evaluation and fine-tuning build their loaders here. A worker reads each image
+once (:class:`.decoder.Decoder`: the job's reader, content hash, limits, JPEG reduced-size
+decode), optionally augments it (fine-tuning), and runs the per-image part of the model's
+transform (:class:`.batch.BatchPreprocess`); :func:`model_input` finishes the batch on the
+model's device. A bad image becomes a reason in :attr:`Batch.failed`, never an exception.
+With ``raw_jpeg`` the workers only read and check plain JPEGs and the device decodes them
+(nvJPEG on CUDA).
 """
 
 from __future__ import annotations
@@ -17,12 +20,12 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from search.errors import ImageError
-from search.images import BYTES_PER_PIXEL, DEFAULT_MAX_BYTES, open_image, sniff_format
+from ..errors import ImageError
+from .batch import BatchPreprocess, decode_jpegs, resize_crop
+from .decode import BYTES_PER_PIXEL, DEFAULT_MAX_BYTES, sniff_format
+from .decoder import Decoder
 
-from .fetch import read_image_bytes
-from .hashing import content_hash
-from .preprocess import BatchPreprocess, decode_jpegs, resize_crop
+Augment = Callable[[Image.Image], Image.Image]
 
 
 class Sample(NamedTuple):
@@ -52,41 +55,46 @@ class Batch:
         return self
 
 
+def batch_preprocess(
+    preprocess: BatchPreprocess | Callable[[Any], torch.Tensor],
+) -> BatchPreprocess:
+    """``preprocess`` as a :class:`BatchPreprocess`; a plain transform runs whole per image."""
+    if isinstance(preprocess, BatchPreprocess):
+        return preprocess
+    return BatchPreprocess(preprocess, batched=False)
+
+
 class ImageDataset(Dataset):
-    """Reads, hashes, safely decodes (with JPEG draft) and preprocesses one image per item."""
+    """Reads, hashes, safely decodes, augments (when asked) and preprocesses one image per item."""
 
     def __init__(
         self,
         refs: Sequence[str],
         preprocess: BatchPreprocess | Callable[[Any], torch.Tensor],
+        decoder: Decoder,
         *,
-        draft_size: int | None,
-        max_pixels: int,
+        augment: Augment | None = None,
         raw_jpeg: bool = False,
     ) -> None:
         self.refs = list(refs)
-        # A plain transform runs whole per image (float tensors), as callers expect.
-        self.prep = (
-            preprocess
-            if isinstance(preprocess, BatchPreprocess)
-            else BatchPreprocess(preprocess, batched=False)
-        )
-        self.draft_size = draft_size
-        self.max_pixels = max_pixels
-        self.raw_jpeg = raw_jpeg
+        self.prep = batch_preprocess(preprocess)
+        self.decoder = decoder
+        self.augment = augment
+        self.raw_jpeg = raw_jpeg and augment is None
 
     def __len__(self) -> int:
         return len(self.refs)
 
     def __getitem__(self, i: int) -> Sample:
         try:
-            data = read_image_bytes(self.refs[i])
-            chash = content_hash(data)
-            if self.raw_jpeg and _plain_jpeg(data, self.max_pixels):
+            data, chash = self.decoder.load(self.refs[i])
+            if self.raw_jpeg and _plain_jpeg(data, self.decoder.max_pixels):
                 return Sample(
                     i, torch.frombuffer(bytearray(data), dtype=torch.uint8), chash, "", True
                 )
-            img = open_image(data, max_pixels=self.max_pixels, draft_size=self.draft_size)
+            img = self.decoder.decode(data)
+            if self.augment is not None:
+                img = self.augment(img)
             return Sample(i, self.prep.per_image(img), chash, "")
         except ImageError as exc:
             return Sample(i, None, "", str(exc))
@@ -119,12 +127,12 @@ def collate(samples: list[Sample]) -> Batch:
 
 
 def model_input(
-    batch: Batch, prep: BatchPreprocess, device: str, *, max_pixels: int, draft_size: int | None
+    batch: Batch, prep: BatchPreprocess, device: str, decoder: Decoder
 ) -> tuple[list[int], list[str], torch.Tensor | None]:
     """Finish a batch on ``device``: (positions, content hashes, model-ready tensor).
 
     Raw JPEGs are decoded on the device; one the device cannot decode goes through the CPU
-    path (which either decodes it or records why it is broken in ``batch.failed``).
+    path (``decoder``: it either decodes it or records why it is broken in ``batch.failed``).
     """
     index, hashes = list(batch.index), list(batch.hashes)
     parts = [prep.finish(batch.pixels, device)] if batch.pixels is not None else []
@@ -135,10 +143,7 @@ def model_input(
         for (pos, blob, chash), img in zip(batch.raw, decoded, strict=True):
             try:
                 if img is None:
-                    pic = open_image(
-                        blob.numpy().tobytes(), max_pixels=max_pixels, draft_size=draft_size
-                    )
-                    tensor = prep.per_image(pic).unsqueeze(0)
+                    tensor = prep.per_image(decoder.decode(blob.numpy().tobytes())).unsqueeze(0)
                     on_device.append(prep.finish(tensor, device))
                 else:
                     on_device.append(prep.finish(resize_crop(img, size).unsqueeze(0), device))
@@ -158,18 +163,24 @@ def _worker_init(_: int) -> None:
 
 
 def make_loader(
-    dataset: ImageDataset, *, batch_size: int, workers: int, pin_memory: bool
+    dataset: Dataset, batches: int | Sequence[Sequence[int]], *, workers: int, pin_memory: bool
 ) -> DataLoader:
-    """A DataLoader that keeps a bounded number of decoded batches ahead of the model."""
+    """A DataLoader of :class:`Batch` es that keeps a bounded number of them decoded ahead.
+
+    batches: a batch size (the items in order), or the batches themselves (positions into
+        ``dataset``; fine-tuning's label-balanced epochs, evaluation's views of an item).
+    """
     kwargs: dict[str, Any] = {}
     if workers > 0:
         # Plain fork (Linux default): forkserver/spawn would re-import __main__, which breaks
         # callers running from a notebook or stdin. Workers never touch gRPC.
         kwargs.update(worker_init_fn=_worker_init, prefetch_factor=2, persistent_workers=False)
+    if isinstance(batches, int):
+        kwargs.update(batch_size=batches, shuffle=False)
+    else:
+        kwargs.update(batch_sampler=[list(b) for b in batches])
     return DataLoader(
         dataset,
-        batch_size=batch_size,
-        shuffle=False,
         num_workers=workers,
         collate_fn=collate,
         pin_memory=pin_memory,
