@@ -16,7 +16,7 @@ import numpy as np
 
 from ..allocator import keep_freed_memory
 from ..errors import ModelError
-from . import PRECISIONS
+from ..images.precision import autocast_dtype, precision_name
 
 
 class TorchModel:
@@ -54,21 +54,14 @@ class TorchModel:
         self.model = clip.to(device).to(memory_format=torch.channels_last)
         self.tokenizer = open_clip.get_tokenizer(open_clip_name) if has_text else None
         self.preprocess = preprocess
-        self.autocast_dtype = _autocast_dtype(precision, device)
+        self.autocast_dtype = autocast_dtype(precision, device)
         self.image_size = image_size(clip)
         self.preprocess_record = preprocess_summary(clip)
 
     @property
     def precision(self) -> str:
         """What the forward pass runs in: fp32, or the CUDA autocast type."""
-        if self.autocast_dtype is None:
-            return "fp32"
-        return (
-            str(self.autocast_dtype)
-            .replace("torch.", "")
-            .replace("bfloat16", "bf16")
-            .replace("float16", "fp16")
-        )
+        return precision_name(self.autocast_dtype)
 
     def encode_images(self, batch: Any) -> np.ndarray:
         """Embed a batch of preprocessed images (N, 3, H, W; a tensor or an array)."""
@@ -99,18 +92,6 @@ class TorchModel:
             feats = self.model.encode_text(tokens)
             feats = torch.nn.functional.normalize(feats.float(), dim=-1)
         return feats.cpu().numpy().astype(np.float32, copy=False)
-
-
-def _autocast_dtype(precision: str, device: str) -> Any:
-    import torch
-
-    if precision not in PRECISIONS:
-        raise ModelError(f"unknown precision {precision!r} ({', '.join(PRECISIONS)})")
-    if precision == "fp32" or not device.startswith("cuda"):
-        return None
-    if precision == "fp16":
-        return torch.float16
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def image_size(model: Any) -> int:
