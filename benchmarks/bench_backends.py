@@ -149,8 +149,7 @@ def decode_options(paths: list[Path], size: int) -> list[dict[str, Any]]:
     """ms per image: decode + resize + centre crop, by decoder (one process, one thread)."""
     from PIL import Image
 
-    from search.images import open_image
-    from search.preprocessing import Preprocess
+    from search.images import Preprocess, open_image
 
     pre = Preprocess.of({"mean": [0.5] * 3, "std": [0.5] * 3}, size)
     assert pre is not None

@@ -66,10 +66,11 @@ def child_stages(manifest: Path, cache: Path, n: int) -> dict[str, Any]:
 
     import torch
 
-    from indexer.dataset import ImageDataset
-    from indexer.preprocess import BatchPreprocess
+    from indexer.decoding import catalog_decoder
     from indexer.tuning import choose
     from search.embedder import Embedder
+    from search.images.batch import BatchPreprocess
+    from search.images.loader import ImageDataset
 
     settings = _settings(Path("/nonexistent"), cache)
     emb = Embedder.from_settings(settings)
@@ -78,9 +79,7 @@ def child_stages(manifest: Path, cache: Path, n: int) -> dict[str, Any]:
     prep = BatchPreprocess(emb.preprocess, fast_resize=tuning.fast_resize)
     with manifest.open(newline="") as fh:
         refs = [str(manifest.parent / r["image"]) for r in list(csv.DictReader(fh))[:n]]
-    ds = ImageDataset(
-        refs, prep, draft_size=emb.info.image_size, max_pixels=settings.max_image_pixels
-    )
+    ds = ImageDataset(refs, prep, catalog_decoder(settings.max_image_pixels, emb.info.image_size))
     t0 = time.perf_counter()
     crops = [ds[i][1] for i in range(len(refs))]
     decode = (time.perf_counter() - t0) / len(refs)

@@ -36,9 +36,10 @@ def real_embeddings(args: argparse.Namespace, embedder: Any) -> tuple[np.ndarray
     """Embed the real-image workload once (cached): (vectors, image paths)."""
     import torch
 
-    from indexer.dataset import ImageDataset, make_loader, model_input
-    from indexer.preprocess import BatchPreprocess
+    from indexer.decoding import catalog_decoder
     from indexer.tuning import device_defaults
+    from search.images.batch import BatchPreprocess
+    from search.images.loader import ImageDataset, make_loader, model_input
 
     spec = workload.Spec(args.real, 320, 480, seed=1)
     manifest = workload.build(args.results / f"workload-{args.real}-320", spec)
@@ -50,16 +51,13 @@ def real_embeddings(args: argparse.Namespace, embedder: Any) -> tuple[np.ndarray
     torch.set_num_threads(tuning.threads)
     prep = BatchPreprocess(embedder.preprocess)
     size = embedder.info.image_size
-    data = ImageDataset([str(p) for p in paths], prep, draft_size=size, max_pixels=64_000_000)
-    loader = make_loader(
-        data, batch_size=tuning.batch_size, workers=tuning.workers, pin_memory=False
-    )
+    decoder = catalog_decoder(64_000_000, size)
+    data = ImageDataset([str(p) for p in paths], prep, decoder)
+    loader = make_loader(data, tuning.batch_size, workers=tuning.workers, pin_memory=False)
     out = np.zeros((len(paths), embedder.dim), np.float32)
     t0 = time.perf_counter()
     for batch in loader:
-        index, _, pixels = model_input(
-            batch, prep, embedder.device, max_pixels=64_000_000, draft_size=size
-        )
+        index, _, pixels = model_input(batch, prep, embedder.device, decoder)
         if pixels is not None:
             out[index] = embedder.embed_tensors(pixels)
     log.info("embedded %d real images in %.0f s", len(paths), time.perf_counter() - t0)
