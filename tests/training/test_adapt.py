@@ -21,7 +21,7 @@ from tests.helpers import PHOTOS, photo, write_manifest
 from training.evaluation.backgrounds import load_backgrounds
 from training.evaluation.labels import LabelledCatalog, choose_task
 from training.evaluation.report import json_safe
-from training.evaluation.scores import QueryScores, judge, score
+from training.evaluation.scores import Queries, QueryScores, judge, score
 from training.evaluation.shopper import EVAL, TRAIN, ViewFamily, backdrop_mask, shopper_view
 from training.evaluation.significance import bootstrap, paired_test
 from training.finetune import FinetuneOptions, read_verdict
@@ -98,17 +98,19 @@ def test_verdict_needs_a_significant_gain_and_no_guarded_loss() -> None:
 def test_score_ranks_the_right_item_and_the_top_category() -> None:
     gallery = np.eye(3, dtype=np.float32)
     queries = np.array([[0.9, 0.1, 0], [0.1, 0.0, 0.9]], np.float32)
-    s = score(gallery, queries, [np.array([1]), np.array([2])], np.array([1, 2]),
-              categories=["a", "b", "b"], query_categories=["b", "b"])  # fmt: skip
+    asked = Queries(
+        queries, [np.array([1]), np.array([2])], np.array([1, 2]), categories=["b", "b"]
+    )
+    s = score(gallery, asked, categories=["a", "b", "b"])
     assert s.rank.tolist() == [2.0, 1.0]
     assert s.category_hit.tolist() == [False, True]
     assert s.metric("MRR@10").tolist() == [0.5, 1.0]
     rng = np.random.default_rng(0)
     gal, qs = rng.normal(size=(50, 8)), rng.normal(size=(6, 8))
     truth = np.argsort(-(qs @ gal.T), axis=1)[:, 3]  # each query's 4th best
-    ranked = score(gal, qs, truth, np.arange(6), max_k=5)
+    ranked = score(gal, Queries(qs, truth, np.arange(6)), max_k=5)
     assert ranked.rank.tolist() == [4.0] * 6
-    assert score(gal, qs, truth, np.arange(6), max_k=3).rank.tolist() == [np.inf] * 6
+    assert score(gal, Queries(qs, truth, np.arange(6)), max_k=3).rank.tolist() == [np.inf] * 6
 
 
 def test_reports_have_no_nan() -> None:

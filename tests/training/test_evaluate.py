@@ -13,7 +13,13 @@ from indexer.pipeline import run_index
 from search.embedder import ModelInfo
 from search.store import MilvusStore
 from tests.helpers import PHOTOS, product_catalog, write_folder
-from training.evaluation import ann_vs_exact, evaluate_model, holdout_mask, load_labelled
+from training.evaluation import (
+    Questions,
+    ann_vs_exact,
+    evaluate_model,
+    holdout_mask,
+    load_labelled,
+)
 
 
 def test_held_out_products_find_their_other_photos(tmp_path: Path, settings, embedder) -> None:
@@ -24,14 +30,14 @@ def test_held_out_products_find_their_other_photos(tmp_path: Path, settings, emb
     catalog = load_labelled(manifest, "product")
     assert len(catalog) == 13 and catalog.label_column == "product"
     queries = holdout_mask(catalog.ids, 0.5, seed=3)
-    first = evaluate_model(catalog, embedder, settings, queries)
+    first = evaluate_model(Questions(catalog, queries), embedder, settings)
     # every real held-out photo's nearest other item is its sibling shot (exact search)
     expected = int((queries & (np.array(catalog.ids) != "broken")).sum())
     assert first.result.queries == expected > 0
     assert first.result.recall[1] == 1.0 and first.result.map_at[10] == 1.0
     assert first.failed == 1 and first.embedded == 12
     assert len(first.result.curve) == 10 and first.result.curve == sorted(first.result.curve)
-    again = evaluate_model(catalog, embedder, settings, queries)
+    again = evaluate_model(Questions(catalog, queries), embedder, settings)
     assert again.embedded == 0  # cached per model and image content
     assert again.result.recall == first.result.recall
 

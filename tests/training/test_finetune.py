@@ -16,7 +16,7 @@ from search.embedder import Embedder
 from search.errors import ConfigError
 from tests.helpers import PHOTOS, photo, variant, write_manifest
 from training.evaluation.labels import load_labelled
-from training.evaluation.retrieval import retrieval_metrics
+from training.evaluation.retrieval import Cutoffs, retrieval_metrics
 from training.finetune import FinetuneOptions, finetune, read_verdict
 from training.finetune.augment import change_background, product_augment
 from training.finetune.data import pk_batches
@@ -42,7 +42,9 @@ def grouped_catalog(root: Path, per_product: int = 1) -> Path:
 def training_recall(model: Embedder, manifest: Path) -> float:
     catalog = load_labelled(manifest, "collection")
     vectors = model.embed_images([i.image for i in catalog.items])
-    res = retrieval_metrics(vectors, catalog.labels, np.ones(len(catalog), bool), ks=(1,))
+    res = retrieval_metrics(
+        vectors, catalog.labels, np.ones(len(catalog), bool), cutoffs=Cutoffs((1,))
+    )
     return res.recall[1]
 
 

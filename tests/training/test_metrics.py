@@ -9,7 +9,7 @@ import pytest
 
 from training.evaluation import metrics
 from training.evaluation.labels import holdout_mask
-from training.evaluation.retrieval import retrieval_metrics
+from training.evaluation.retrieval import Cutoffs, retrieval_metrics
 
 
 def unit(deg: float) -> list[float]:
@@ -43,7 +43,7 @@ def test_retrieval_metrics_toy_catalog() -> None:
     v = np.array([unit(0), unit(50), unit(40), unit(45), unit(180)], np.float32)
     labels = ["a", "a", "b", "b", "c"]
     queries = np.array([True, True, True, False, True])  # "c" has no partner: left out
-    res = retrieval_metrics(v, labels, queries, ks=(1, 2), map_k=2)
+    res = retrieval_metrics(v, labels, queries, cutoffs=Cutoffs((1, 2), 2))
     assert res.queries == 3 and res.gallery == 5
     # q0 (0 deg): 40 b, 45 b, 50 a -> R@1 0, R@2 0 ; q1 (50): 45 b, 40 b -> 0 ; q2 (40): 45 b -> 1
     assert res.recall[1] == pytest.approx(1 / 3)

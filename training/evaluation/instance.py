@@ -29,8 +29,9 @@ from search.model_folder import finetune_block
 from .backgrounds import load_backgrounds
 from .features import Feed
 from .labels import holdout_mask
+from .options import EvalOptions
 from .report import format_rows
-from .scores import QueryScores, Verdict, judge, score
+from .scores import Queries, QueryScores, Verdict, judge, score
 from .views import ViewJob, ViewSet, cache_views
 
 log = logging.getLogger(__name__)
@@ -79,14 +80,10 @@ def query_scores(
         for i in q_items
     ]
     cats = data.categories
-    return score(
-        gallery,
-        embed(maps),
-        relevant,
-        q_items,
-        categories=[cats[i] for i in gallery_rows] if cats else None,
-        query_categories=[cats[i] for i in q_items] if cats else None,
+    asked = Queries(
+        embed(maps), relevant, q_items, categories=[cats[i] for i in q_items] if cats else None
     )
+    return score(gallery, asked, categories=[cats[i] for i in gallery_rows] if cats else None)
 
 
 @dataclass
@@ -159,23 +156,22 @@ def evaluate_instance(
     source: str | Path,
     settings: Settings,
     models: Sequence[str] = (),
+    options: EvalOptions | None = None,
     *,
-    holdout: float = 0.2,
-    seed: int = 0,
-    views: int = 4,
-    group_column: str | None = None,
-    backgrounds: str | None = None,
-    id_column: str | None = None,
-    image_column: str | None = None,
     progress: Progress | None = None,
 ) -> InstanceEvalReport:
-    """Evaluate each model (default: ``settings.model``) on "find this product"."""
+    """Evaluate each model (default: ``settings.model``) on "find this product".
+
+    ``options.label_column`` names the product groups (items of a group answer each other).
+    """
     from .run import load_embedder
 
+    o = options or EvalOptions()
+    holdout, seed, views = o.holdout, o.seed, o.views
     items = load_catalog(
         source,
-        id_column=id_column,
-        image_column=image_column,
+        id_column=o.id_column,
+        image_column=o.image_column,
         numeric_columns=(),
         allowed_roots=settings.allowed_roots,
     ).items
@@ -185,9 +181,9 @@ def evaluate_instance(
     test = np.nonzero(holdout_mask(ids, holdout, seed))[0]
     if test.size == 0:
         raise ConfigError(f"no item is held out with --holdout {holdout}: nothing to ask")
-    pools = load_backgrounds(backgrounds, seed)
+    pools = load_backgrounds(o.backgrounds, seed)
     cats = [str(i.metadata.get("category", "")) for i in items]
-    groups = group_ids(items, group_column)
+    groups = group_ids(items, o.label_column)
     report = InstanceEvalReport(
         str(source), len(items), int(test.size), views, holdout, seed, pools.source
     )

@@ -17,6 +17,14 @@ from . import metrics
 DEFAULT_KS = (1, 5, 10)
 
 
+@dataclass(frozen=True)
+class Cutoffs:
+    """Where ranked lists are cut: recall@k for each k of ``recall``, and mAP@``map``."""
+
+    recall: tuple[int, ...] = DEFAULT_KS
+    map: int = 10
+
+
 @dataclass
 class RetrievalResult:
     """recall@k for k = 1..max_k, mAP@k, and how many queries were asked."""
@@ -39,11 +47,11 @@ def retrieval_metrics(
     labels: Sequence[str],
     query_mask: np.ndarray,
     *,
-    ks: Sequence[int] = DEFAULT_KS,
-    map_k: int = 10,
     gallery_mask: np.ndarray | None = None,
+    cutoffs: Cutoffs = Cutoffs(),
 ) -> RetrievalResult:
     """Held-out queries (``query_mask``) against the gallery (default: every item)."""
+    ks, map_k = cutoffs.recall, cutoffs.map
     n = len(labels)
     gallery_mask = np.ones(n, bool) if gallery_mask is None else gallery_mask
     labels_arr = np.asarray(labels, dtype=object)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +22,9 @@ from search.model_folder import split_model_spec
 from .ann import AnnResult, ann_vs_exact
 from .features import extract, extractor_for
 from .labels import LabelledCatalog, holdout_mask, load_labelled
+from .options import EvalOptions
 from .report import EvalReport, ModelEval
-from .retrieval import DEFAULT_KS, retrieval_metrics
+from .retrieval import Cutoffs, retrieval_metrics
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
@@ -36,23 +38,36 @@ def load_embedder(spec: str, settings: Settings) -> Embedder:
     return Embedder.from_settings(settings, name, pretrained)
 
 
+@dataclass(frozen=True)
+class Questions:
+    """What every model is asked: the labelled catalog, its held-out queries (a mask over
+    the catalog) and where the ranked lists are cut."""
+
+    catalog: LabelledCatalog
+    queries: np.ndarray
+    cutoffs: Cutoffs = Cutoffs()
+
+
 def evaluate_model(
-    catalog: LabelledCatalog,
+    questions: Questions,
     embedder: Embedder,
     settings: Settings,
-    queries: np.ndarray,
     *,
-    ks: Sequence[int] = DEFAULT_KS,
     label: str = "",
     progress: Callable[[int, int], None] | None = None,
 ) -> ModelEval:
-    """Embed ``catalog`` with ``embedder`` and score the ``queries`` mask against it."""
+    """Embed the catalog with ``embedder`` and score the held-out queries against it."""
     t0 = time.perf_counter()
+    catalog = questions.catalog
     extractor = extractor_for(embedder)
     feats = extract(catalog.items, extractor, settings, progress=progress)
     vectors = extractor.finish(feats.vectors)
     result = retrieval_metrics(
-        vectors, catalog.labels, queries & feats.ok, ks=ks, gallery_mask=feats.ok
+        vectors,
+        catalog.labels,
+        questions.queries & feats.ok,
+        gallery_mask=feats.ok,
+        cutoffs=questions.cutoffs,
     )
     for item_id, reason in feats.failed:
         log.warning("skipped %s: %s", item_id, reason)
@@ -71,37 +86,35 @@ def evaluate(
     source: str | Path,
     settings: Settings,
     models: Sequence[str] = (),
+    options: EvalOptions | None = None,
     *,
-    label_column: str | None = None,
-    holdout: float = 0.2,
-    seed: int = 0,
-    ks: Sequence[int] = DEFAULT_KS,
-    id_column: str | None = None,
-    image_column: str | None = None,
     progress: Progress | None = None,
 ) -> EvalReport:
     """Evaluate each model (default: ``settings.model``) on the catalog at ``source``."""
+    o = options or EvalOptions()
     catalog = load_labelled(
         source,
-        label_column,
-        id_column=id_column,
-        image_column=image_column,
+        o.label_column,
+        id_column=o.id_column,
+        image_column=o.image_column,
         allowed_roots=settings.allowed_roots,
     )
-    queries = holdout_mask(catalog.ids, holdout, seed)
+    questions = Questions(
+        catalog, holdout_mask(catalog.ids, o.holdout, o.seed), Cutoffs(tuple(o.ks))
+    )
     report = EvalReport(
         catalog=str(source),
         label_column=catalog.label_column,
         items=len(catalog),
         labels=len(set(catalog.labels)),
-        holdout=holdout,
-        seed=seed,
+        holdout=o.holdout,
+        seed=o.seed,
     )
     for spec in models or [settings.model]:
         embedder = load_embedder(spec, settings)
         step = (lambda d, t, s=spec: progress(s, d, t)) if progress else None
         report.models.append(
-            evaluate_model(catalog, embedder, settings, queries, ks=ks, label=spec, progress=step)
+            evaluate_model(questions, embedder, settings, label=spec, progress=step)
         )
     return report
 

@@ -68,24 +68,33 @@ class QueryScores:
         return {"queries": int(self.rank.size), **{k: v.to_dict() for k, v in summary.items()}}
 
 
+@dataclass
+class Queries:
+    """Unit query vectors and what answers them.
+
+    relevant[q]: gallery rows that answer query ``q`` (a 1-D array per query, or one row
+    number per query); items[q]: the catalog item asking; exclude[q]: a gallery row query
+    ``q`` must not see (itself, for catalog items used as queries), or -1; categories[q]:
+    its category, when the top hit's category is scored.
+    """
+
+    vectors: np.ndarray
+    relevant: Sequence[np.ndarray] | np.ndarray
+    items: np.ndarray
+    exclude: np.ndarray | None = None
+    categories: Sequence[str] | None = None
+
+
 def score(
     gallery: np.ndarray,
-    queries: np.ndarray,
-    relevant: Sequence[np.ndarray] | np.ndarray,
-    items: np.ndarray,
+    queries: Queries,
     *,
     categories: Sequence[str] | None = None,
-    query_categories: Sequence[str] | None = None,
-    exclude: np.ndarray | None = None,
     max_k: int = 10,
 ) -> QueryScores:
-    """Exact search of unit ``queries`` in unit ``gallery`` rows.
-
-    ``relevant[q]``: gallery rows that answer query ``q`` (a 1-D array per query, or one
-    row number per query). ``exclude[q]``: a gallery row query ``q`` must not see (itself,
-    for catalog items used as queries), or -1.
-    """
-    sims = np.asarray(queries, np.float32) @ np.asarray(gallery, np.float32).T
+    """Exact search of ``queries`` in unit ``gallery`` rows (``categories``: per row)."""
+    relevant, exclude = queries.relevant, queries.exclude
+    sims = np.asarray(queries.vectors, np.float32) @ np.asarray(gallery, np.float32).T
     if exclude is not None:
         rows = np.nonzero(exclude >= 0)[0]
         sims[rows, exclude[rows]] = -np.inf
@@ -103,10 +112,10 @@ def score(
         if where.size:
             rank[q] = where[0] + 1
     cat = None
-    if categories is not None and query_categories is not None and k:
+    if categories is not None and queries.categories is not None and k:
         gal = np.asarray(categories, dtype=object)
-        cat = gal[top[:, 0]] == np.asarray(query_categories, dtype=object)
-    return QueryScores(np.asarray(items), rank, cat)
+        cat = gal[top[:, 0]] == np.asarray(queries.categories, dtype=object)
+    return QueryScores(np.asarray(queries.items), rank, cat)
 
 
 @dataclass

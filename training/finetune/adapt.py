@@ -31,14 +31,13 @@ from ..evaluation.features import Feed
 from ..evaluation.instance import group_ids
 from ..evaluation.labels import holdout_mask
 from ..evaluation.report import format_rows, json_safe
-from ..evaluation.views import Progress as ViewProgress
 from ..evaluation.views import ViewJob, cache_views, view_budget
-from .export import export_model
+from .export import Export, export_model
 from .instance import InstanceData, InstanceOutcome, adapt
 from .model import TEXT_PLACEHOLDER, base_model_cfg, build_model
 from .options import FinetuneOptions
 from .towers import SplitTower, identity_head
-from .train import Progress
+from .train import Listeners
 
 log = logging.getLogger(__name__)
 MIN_JUDGED = 8  # held-out items below which no verdict can be significant
@@ -134,10 +133,10 @@ def finetune_instance(
     settings: Settings,
     out: Path,
     opts: FinetuneOptions,
-    *,
-    progress: Progress | None = None,
-    view_progress: ViewProgress | None = None,
+    listeners: Listeners | None = None,
 ) -> InstanceReport:
+    """Instance discrimination on ``items``, judged on held-out items; the model to ``out``."""
+    listeners = listeners or Listeners()
     started = time.perf_counter()
     timings: dict[str, float] = {}
     ids = [i.id for i in items]
@@ -164,7 +163,7 @@ def finetune_instance(
         seed=opts.seed,
         max_pixels=settings.max_image_pixels,
     )
-    sets, failed = cache_views(job, tower.bottom, Feed.of(base), tuning, view_progress)
+    sets, failed = cache_views(job, tower.bottom, Feed.of(base), tuning, listeners.images)
     timings["views"] = time.perf_counter() - t0
     for item_id, reason in failed:
         log.warning("skipped %s: %s", item_id, reason)
@@ -181,7 +180,7 @@ def finetune_instance(
         seen=seen,
     )
     t0 = time.perf_counter()
-    outcome = adapt(tower, data, opts, Feed.of(base), progress)
+    outcome = adapt(tower, data, opts, Feed.of(base), listeners.train)
     timings["training"] = time.perf_counter() - t0
     report = InstanceReport(
         output=str(out),
@@ -207,7 +206,7 @@ def finetune_instance(
         "verdict": outcome.verdict.to_dict(),
         "options": opts.to_dict(),
     }
-    export_model(model.cpu(), out, cfg, base.info.preprocess, vsearch, report.to_dict())
+    export_model(Export(model, cfg, base.info.preprocess, vsearch, report.to_dict()), out)
     return report
 
 

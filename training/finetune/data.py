@@ -31,6 +31,21 @@ class Split:
     seed: int = 0
 
 
+@dataclass
+class TrainingSet:
+    """What a loop learns from and validates on: the fine-tuning pool (``catalog``), its
+    train / validation split, and which items' photos could be read (``ok``)."""
+
+    catalog: LabelledCatalog
+    split: Split
+    ok: np.ndarray
+
+    @property
+    def train(self) -> np.ndarray:
+        """The training items that can be read (positions into ``catalog``)."""
+        return self.split.train[self.ok[self.split.train]]
+
+
 def make_split(
     catalog: LabelledCatalog,
     *,

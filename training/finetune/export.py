@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,28 +35,34 @@ def prepare_output(path: str | Path, overwrite: bool) -> Path:
     return out
 
 
-def export_model(
-    model: Any,
-    out: Path,
-    model_cfg: dict[str, Any],
-    preprocess_cfg: dict[str, Any],
-    vsearch: dict[str, Any],
-    report: dict[str, Any],
-) -> Path:
-    """Save ``model`` (an open_clip CLIP) into ``out``; returns ``out``."""
+@dataclass
+class Export:
+    """A fine-tuned model and what its folder says about it: the open_clip model config, the
+    base model's preprocessing, the ``vsearch`` block and the run's report."""
+
+    model: Any
+    model_cfg: dict[str, Any]
+    preprocess_cfg: dict[str, Any]
+    vsearch: dict[str, Any]
+    report: dict[str, Any]
+
+
+def export_model(export: Export, out: Path) -> Path:
+    """Save ``export.model`` (an open_clip CLIP) into ``out``; returns ``out``."""
     from safetensors.torch import save_file
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
+        model = export.model.cpu()
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_NAME))
         config = {
-            "model_cfg": model_cfg,
-            "preprocess_cfg": preprocess_cfg,
-            "vsearch": {"has_text": False, **vsearch},
+            "model_cfg": export.model_cfg,
+            "preprocess_cfg": export.preprocess_cfg,
+            "vsearch": {"has_text": False, **export.vsearch},
         }
         (tmp / CONFIG_NAME).write_text(json.dumps(json_safe(config), indent=2, default=str))
-        (tmp / REPORT_NAME).write_text(json.dumps(json_safe(report), indent=2, default=str))
+        (tmp / REPORT_NAME).write_text(json.dumps(json_safe(export.report), indent=2, default=str))
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)

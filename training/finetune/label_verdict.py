@@ -17,8 +17,8 @@ import numpy as np
 from search.errors import ConfigError
 
 from ..evaluation.labels import LabelledCatalog, holdout_mask
-from ..evaluation.scores import QueryScores, Verdict, judge, score
-from .data import Split
+from ..evaluation.scores import Queries, QueryScores, Verdict, judge, score
+from .data import Split, TrainingSet
 
 log = logging.getLogger(__name__)
 
@@ -64,23 +64,22 @@ def label_scores(
     q_arr = np.asarray(q, np.int64)
     return score(
         vectors[gallery],
-        vectors[q_arr] if q else np.zeros((0, vectors.shape[1]), np.float32),
-        relevant,
-        q_arr,
-        exclude=row_of[q_arr] if q else None,
+        Queries(
+            vectors[q_arr] if q else np.zeros((0, vectors.shape[1]), np.float32),
+            relevant,
+            q_arr,
+            exclude=row_of[q_arr] if q else None,
+        ),
     )
 
 
 def judge_labels(
-    catalog: LabelledCatalog,
-    split: Split,
-    before: np.ndarray,
-    after: np.ndarray,
-    ok: np.ndarray,
-    seed: int,
+    data: TrainingSet, before: np.ndarray, after: np.ndarray, seed: int
 ) -> tuple[Verdict, QueryScores, QueryScores]:
-    """The verdict on the held-out items: (verdict, base scores, adapted scores)."""
-    queries = _mask(catalog, split)
+    """The verdict on the held-out items of ``data.catalog`` (the whole catalog; ``ok``: its
+    readable items): (verdict, base scores, adapted scores)."""
+    catalog, ok = data.catalog, data.ok
+    queries = _mask(catalog, data.split)
     old = label_scores(before, catalog, queries, ok)
     new = label_scores(after, catalog, queries, ok)
     return judge(new, old, seed=seed), old, new

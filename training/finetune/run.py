@@ -31,17 +31,17 @@ from ..evaluation.retrieval import RetrievalResult
 from ..evaluation.scores import QueryScores, Verdict
 from .adapt import finetune_instance
 from .augment import product_augment
-from .data import Split, add_training_items, make_split
-from .export import export_model, prepare_output
+from .data import Split, TrainingSet, add_training_items, make_split
+from .export import Export, export_model, prepare_output
 from .label_verdict import check_answerable, judge_labels
 from .model import base_model_cfg, build_model, configure_trainable, new_model_cfg
 from .options import FinetuneOptions
 from .train import (
     History,
+    Listeners,
     ModelFeatures,
     Progress,
     Trainee,
-    TrainingSet,
     train_backbone,
     train_head,
     validate,
@@ -150,14 +150,8 @@ def finetune(
     np.random.seed(opts.seed)  # noqa: NPY002 - DataLoader workers derive from global seeds
     objective, items = resolve_objective(source, settings, opts)
     if objective == "instance":
-        return finetune_instance(
-            items,
-            settings,
-            out,
-            opts.resolved("instance"),
-            progress=progress,
-            view_progress=feature_progress,
-        )
+        listeners = Listeners(progress, feature_progress)
+        return finetune_instance(items, settings, out, opts.resolved("instance"), listeners)
     opts = opts.resolved("label")
     catalog = load_labelled(
         source,
@@ -196,21 +190,21 @@ def finetune(
     feats = extract(pool.items, trunk, settings, progress=feature_progress)
     for item_id, reason in feats.failed:
         log.warning("skipped %s: %s", item_id, reason)
-    before = validate(trunk.finish(feats.vectors), pool, split, feats.ok)
+    data = TrainingSet(pool, split, feats.ok)
+    before = validate(trunk.finish(feats.vectors), data)
     log.info("base %s: validation recall@1 %.4f", base.info.name, before.recall.get(1, 0.0))
     cfg = new_model_cfg(base_cfg, opts)
     model = build_model(cfg, base, opts.seed)
     visual = model.visual
     groups = configure_trainable(visual, opts)
     trainee = Trainee(visual, groups, opts, Feed.of(base), progress)
-    data = TrainingSet(pool, split, feats.ok)
     if opts.strategy == "head":
         history = train_head(trainee, data, feats.vectors)
     else:
         augment = product_augment(base.info.image_size) if opts.augment else None
         history = train_backbone(trainee, data, settings, augment)
     after = history.best_result or before
-    verdict, base_held, new_held = _judge(catalog, split, trunk, visual, base, settings, opts)
+    verdict, base_held, new_held = _judge(trainee, catalog, split, trunk, settings)
     report = FinetuneReport(
         output=str(out),
         base_model=base.info.name,
@@ -239,29 +233,29 @@ def finetune(
         "metrics": {"before": before.to_dict(), "after": after.to_dict()},
         "options": opts.to_dict(),
     }
-    export_model(model.cpu(), out, cfg, base.info.preprocess, vsearch, report.to_dict())
+    export_model(Export(model, cfg, base.info.preprocess, vsearch, report.to_dict()), out)
     if not report.improved:
         log.warning("the fine-tuned model is NOT better than its base: %s", verdict.reason)
     return report
 
 
 def _judge(
+    trainee: Trainee,
     catalog: LabelledCatalog,
     split: Split,
     trunk: TrunkFeatures,
-    visual: Any,
-    base: Embedder,
     settings: Settings,
-    opts: FinetuneOptions,
 ) -> tuple[Verdict, QueryScores, QueryScores]:
     """Base vs adapted on the held-out items (never trained on, nor used to pick an epoch)."""
     feats = extract(catalog.items, trunk, settings)
     before = trunk.finish(feats.vectors)
-    if opts.strategy == "head":
+    visual = trainee.visual
+    if trainee.opts.strategy == "head":
         with torch.inference_mode():
-            out = visual.head(torch.from_numpy(feats.vectors).to(base.device)).float()
+            out = visual.head(torch.from_numpy(feats.vectors).to(trainee.feed.device)).float()
             after = torch.nn.functional.normalize(out, dim=-1).cpu().numpy()
     else:
-        tuned = ModelFeatures(visual, Feed.of(base))
+        tuned = ModelFeatures(visual, trainee.feed)
         after = extract(catalog.items, tuned, settings, use_cache=False).vectors
-    return judge_labels(catalog, split, before, after, feats.ok, opts.seed)
+    data = TrainingSet(catalog, split, feats.ok)
+    return judge_labels(data, before, after, trainee.opts.seed)

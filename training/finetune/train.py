@@ -25,10 +25,9 @@ from search.config import Settings
 from search.images import scales_gradients
 
 from ..evaluation.features import Feed, extract
-from ..evaluation.labels import LabelledCatalog
 from ..evaluation.retrieval import RetrievalResult, retrieval_metrics
 from .augment import Augment
-from .data import Split, label_ids, pk_batches
+from .data import TrainingSet, label_ids, pk_batches
 from .losses import CosineClassifier, metric_loss
 from .options import FinetuneOptions
 
@@ -49,6 +48,15 @@ class TrainEvent:
 
 
 Progress = Callable[[TrainEvent], None]
+
+
+@dataclass(frozen=True)
+class Listeners:
+    """Who hears about a run: training steps and epochs, and the image passes (features or
+    views: done, total)."""
+
+    train: Progress | None = None
+    images: Callable[[int, int], None] | None = None
 
 
 @dataclass
@@ -87,13 +95,11 @@ class History:
         return False
 
 
-def validate(
-    vectors: np.ndarray, catalog: LabelledCatalog, split: Split, ok: np.ndarray
-) -> RetrievalResult:
+def validate(vectors: np.ndarray, data: TrainingSet) -> RetrievalResult:
     """Validation queries against every fine-tuning item (train and validation), exact."""
-    queries = np.zeros(len(catalog), bool)
-    queries[split.val] = True
-    return retrieval_metrics(vectors, catalog.labels, queries & ok, gallery_mask=ok)
+    queries = np.zeros(len(data.catalog), bool)
+    queries[data.split.val] = True
+    return retrieval_metrics(vectors, data.catalog.labels, queries & data.ok, gallery_mask=data.ok)
 
 
 def _optimizer(groups: list[dict[str, Any]], opts: FinetuneOptions, steps: int) -> tuple[Any, Any]:
@@ -125,24 +131,6 @@ class Objective:
         if self.classifier is not None:
             loss = loss + o.ce_weight * F.cross_entropy(self.classifier(z), y)
         return loss
-
-
-@dataclass
-class TrainingSet:
-    """What a loop learns from and validates on: the fine-tuning pool (``catalog``), its
-    train / validation split, and which items' photos could be read (``ok``)."""
-
-    catalog: LabelledCatalog
-    split: Split
-    ok: np.ndarray
-
-    @property
-    def train(self) -> np.ndarray:
-        """The training items that can be read (positions into ``catalog``)."""
-        return self.split.train[self.ok[self.split.train]]
-
-    def validate(self, vectors: np.ndarray) -> RetrievalResult:
-        return validate(vectors, self.catalog, self.split, self.ok)
 
 
 @dataclass
@@ -232,7 +220,7 @@ def train_head(trainee: Trainee, data: TrainingSet, raw: np.ndarray) -> History:
         head.eval()
         with torch.inference_mode():
             vectors = F.normalize(head(feats).float(), dim=-1).cpu().numpy()
-        if epochs.close(epoch, losses, data.validate(vectors), t0, len(batches)):
+        if epochs.close(epoch, losses, validate(vectors, data), t0, len(batches)):
             break
     return epochs.finish()
 
@@ -306,6 +294,6 @@ def train_backbone(
             losses.append(loss.item())
             trainee.report(TrainEvent("train", epoch, opts.epochs, step, len(batches), losses[-1]))
         vectors = extract(catalog.items, features, settings, use_cache=False).vectors
-        if epochs.close(epoch, losses, data.validate(vectors), t0, len(batches)):
+        if epochs.close(epoch, losses, validate(vectors, data), t0, len(batches)):
             break
     return epochs.finish()
