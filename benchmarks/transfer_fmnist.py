@@ -27,7 +27,7 @@ from PIL import Image
 
 from benchmarks.fmnist import CLASSES, balanced_sample, load_split, write_catalog
 from search.config import Settings
-from training.evaluation import evaluate, plot_recall
+from training.evaluation import EvalOptions, evaluate, plot_recall
 from training.finetune import FinetuneOptions, finetune
 
 log = logging.getLogger("transfer_fmnist")
@@ -175,9 +175,8 @@ def main() -> None:
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    base = evaluate(
-        manifest, settings, models, label_column="category", holdout=args.holdout, seed=args.seed
-    )
+    asked = EvalOptions(label_column="category", holdout=args.holdout, seed=args.seed)
+    base = evaluate(manifest, settings, models, asked)
     timings["eval_base"] = time.perf_counter() - t0
     print(base.table(), flush=True)
 
@@ -204,9 +203,7 @@ def main() -> None:
         models.append(chosen)
 
     t0 = time.perf_counter()
-    final = evaluate(
-        manifest, settings, models, label_column="category", holdout=args.holdout, seed=args.seed
-    )
+    final = evaluate(manifest, settings, models, asked)
     timings["eval_all"] = time.perf_counter() - t0
     print(final.table(), flush=True)
     results["paired_top1_vs_base"] = paired_top1(

@@ -74,7 +74,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from search.errors import ConfigError
-    from training.evaluation import EvalReport, evaluate, evaluate_index, plot_recall
+    from training.evaluation import EvalOptions, EvalReport, evaluate, evaluate_index, plot_recall
+
+    from ..flags import build
 
     models = list(args.model or [])
     args.model = None
@@ -87,15 +89,7 @@ def run(args: argparse.Namespace) -> int:
         progress, close_bars = _model_bars(not args.quiet, "embedding")
         try:
             report = evaluate(
-                args.source,
-                settings,
-                models,
-                label_column=args.label_column,
-                holdout=args.holdout,
-                seed=args.seed,
-                id_column=args.id_column,
-                image_column=args.image_column,
-                progress=progress,
+                args.source, settings, models, build(EvalOptions, args), progress=progress
             )
         finally:
             close_bars()
@@ -142,22 +136,15 @@ def _task(args: argparse.Namespace, settings: Settings) -> str:
 
 
 def _run_instance(args: argparse.Namespace, settings: Settings, models: list[str]) -> int:
+    from training.evaluation import EvalOptions
     from training.evaluation.instance import evaluate_instance
+
+    from ..flags import build
 
     progress, close_bars = _model_bars(not args.quiet, "shopper photos")
     try:
         report = evaluate_instance(
-            args.source,
-            settings,
-            models,
-            holdout=args.holdout,
-            seed=args.seed,
-            views=args.views,
-            group_column=args.label_column,
-            backgrounds=args.backgrounds,
-            id_column=args.id_column,
-            image_column=args.image_column,
-            progress=progress,
+            args.source, settings, models, build(EvalOptions, args), progress=progress
         )
     finally:
         close_bars()
