@@ -1,4 +1,5 @@
-"""The layering in docs/architecture.md, checked on the source: no upward imports, no cycles.
+"""The layering in docs/architecture.md, checked on the source: no upward imports, no cycles,
+images reach models through the one imaging module (search/images/).
 
 search  <-  indexer  <-  training  <-  cli
 search  <-  ui       <-  cli
@@ -44,3 +45,31 @@ def test_no_package_imports_a_layer_above_it():
 def test_benchmark_only_code_lives_outside_the_product_packages():
     product = {p.name for package in ALLOWED for p in (ROOT / package).rglob("*.py")}
     assert "fmnist.py" not in product and (ROOT / "benchmarks" / "fmnist.py").exists()
+
+
+def _top_level_imports(path: Path) -> set[str]:
+    """Modules a file imports at its top level (not inside functions)."""
+    found = set()
+    for node in ast.parse(path.read_text(), filename=str(path)).body:
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_images_reach_models_through_the_one_imaging_module():
+    """search/images/ builds every DataLoader; the rest of search/ imports torch lazily only
+    (the query path runs without torch), and search/images/ itself only in its torch parts."""
+    builders, eager = [], []
+    for package in ALLOWED:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            rel = path.relative_to(ROOT).as_posix()
+            names = _top_level_imports(path)
+            if "torch.utils.data.DataLoader" in names and rel != "search/images/loader.py":
+                builders.append(rel)
+            torch_parts = ("search/images/loader.py", "search/images/batch.py")
+            if package == "search" and rel not in torch_parts:
+                eager += [rel for n in names if n == "torch" or n.startswith("torch.")]
+    assert not builders, "DataLoaders built outside search.images.loader: " + ", ".join(builders)
+    assert not eager, "torch imported at import time in search/: " + ", ".join(eager)

@@ -89,19 +89,26 @@ class _Views(Dataset):
         self, job: ViewJob, jobs: Sequence[Job], prep: BatchPreprocess, decoder: Decoder
     ) -> None:
         self.job, self.jobs, self.prep, self.decoder = job, list(jobs), prep, decoder
-        self._last: tuple[int, Image.Image] | None = None
+        self._last: tuple[int, Image.Image | ImageError] | None = None  # a failure too
 
     def __len__(self) -> int:
         return len(self.jobs)
 
     def _photo(self, item: int) -> Image.Image:
         if self._last is None or self._last[0] != item:
-            img = self.decoder(self.job.refs[item])
-            draft = self.decoder.draft_size or max(img.size)
-            if max(img.size) > 2 * draft:
-                img.thumbnail((2 * draft, 2 * draft), Image.BICUBIC)
+            try:
+                img: Image.Image | ImageError = self.decoder(self.job.refs[item])
+            except ImageError as exc:  # every view of a broken photo fails without a re-read
+                img = exc
+            if isinstance(img, Image.Image):
+                draft = self.decoder.draft_size or max(img.size)
+                if max(img.size) > 2 * draft:
+                    img.thumbnail((2 * draft, 2 * draft), Image.BICUBIC)
             self._last = (item, img)
-        return self._last[1]
+        found = self._last[1]
+        if isinstance(found, ImageError):
+            raise found
+        return found
 
     def __getitem__(self, i: int) -> Sample:
         job = self.jobs[i]
