@@ -68,8 +68,8 @@ class CatalogServer:
             if h.headers.get("If-Modified-Since") == LAST_MODIFIED:
                 return self._send(h, 304, b"")
             return self._send(h, 200, self.files[path], last_modified=LAST_MODIFIED)
-        if path == "/slow.jpg":
-            time.sleep(1.5)
+        if path == "/slow.jpg":  # silent far longer than POLICY's read timeout
+            time.sleep(4.0)
             return self._send(h, 200, jpeg("coffee"))
         if path == "/big.jpg":  # announced as too big
             return self._send(h, 200, b"\xff\xd8\xff" + b"\0" * (300 * 1024))
@@ -139,7 +139,7 @@ def server() -> Iterator[CatalogServer]:
 
 
 POLICY = DownloadPolicy(
-    read_timeout=0.5,
+    read_timeout=1.5,  # a loaded test machine can stall a good reply for 0.5 s
     total_timeout=5.0,
     retries=1,
     backoff=0.01,
