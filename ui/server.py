@@ -22,6 +22,7 @@ from .app import CSS, build_blocks
 from .docs import DOCS_URL, install_docs
 from .guard import RequestGuard
 from .service import CatalogService, UiOptions
+from .upload import shrink_js
 
 log = logging.getLogger(__name__)
 UPLOAD_ROUTES = ("/api/search/image",)
@@ -63,6 +64,7 @@ def build_app(
         footer_links=["api"],
         theme=gr.themes.Default(),
         css=CSS,
+        js=shrink_js(service.searcher.settings.max_image_pixels, options.max_upload_bytes),
         ssr_mode=False,
         server_name=options.host,
         server_port=options.port,

@@ -281,3 +281,36 @@ def test_milvus_outage_is_a_message_not_a_blank_page(chromium, down_server, ui_c
         raise
     finally:
         page.close()
+
+
+def test_big_photo_is_shrunk_in_the_browser_and_crop_still_works(
+    shop_page, two_products, tmp_path
+) -> None:
+    """The page shrinks a big photo before uploading it (forced here: on a loopback host it
+    leaves the photo to the server); the crop tool works on the shrunk photo, and the
+    server's pixel limit still refuses what it refused before."""
+    big = tmp_path / "two-big.jpg"
+    Image.open(two_products).resize((2400, 1200), Image.Resampling.BICUBIC).save(big, quality=90)
+    assert big.stat().st_size < 1024 * 1024  # under the live server's upload limit
+    shop_page.evaluate("() => { window.vsearchShrinkAlways = true; }")
+    search_photo(shop_page, big)
+    shrink = shop_page.evaluate("() => window.vsearchShrink || null")
+    assert shrink is not None, "the photo went up unshrunk"
+    assert (shrink["width"], shrink["height"]) == (1024, 512)
+    assert shrink["to"] < shrink["from"] == big.stat().st_size
+    drag(shop_page, (0.03, 0.05, 0.47, 0.95))
+    shop_page.click("#search-crop")
+    wait_for_message(shop_page, "cropped region")
+    assert tile_ids(shop_page)[0].startswith("coffee-")
+    drag(shop_page, (0.53, 0.05, 0.97, 0.95))
+    shop_page.click("#search-crop")
+    shop_page.wait_for_function(
+        "() => (document.querySelector('#results .tile')?.dataset.id || '').startsWith('rocket-')"
+    )
+    huge = tmp_path / "huge.png"
+    Image.new("RGB", (8200, 8200), (240, 240, 240)).save(huge, optimize=False)  # 67 MP
+    shop_page.reload(wait_until="load")
+    shop_page.evaluate("() => { window.vsearchShrinkAlways = true; }")
+    upload(shop_page, huge)
+    shop_page.locator(".toast-body", has_text="too many pixels").wait_for()
+    assert shop_page.evaluate("() => window.vsearchShrink || null") is None

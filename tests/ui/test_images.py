@@ -1,4 +1,4 @@
-"""Which stored image references the server is willing to serve."""
+"""Which stored image references the server is willing to serve; how a shopper's photo is read."""
 
 from __future__ import annotations
 
@@ -67,3 +67,31 @@ def test_tile_src_is_an_inline_jpeg_made_once(tmp_path: Path, monkeypatch) -> No
         == "https://shop.example/u.jpg"
     )
     assert thumbs.src(Match("x", 1.0, "/nonexistent.jpg", {})) is None
+
+
+def test_a_phone_photo_is_decoded_at_a_quarter_and_kept_under_the_query_side(tmp_path) -> None:
+    from search import ImageError
+    from ui.images import QUERY_MIN_SIDE, QUERY_SIDE, load_query_photo
+
+    sizes = {(4000, 3000): (1000, 750), (1200, 900): (1024, 768), (6000, 6000): (750, 750)}
+    for size, expected in sizes.items():
+        path = tmp_path / f"{size[0]}x{size[1]}.jpg"
+        Image.new("RGB", size, (90, 140, 200)).save(path, quality=80)
+        photo = load_query_photo(path, 64_000_000)
+        assert photo.size == expected and photo.mode == "RGB"
+        assert max(photo.size) <= QUERY_SIDE and min(photo.size) >= QUERY_MIN_SIDE
+    with pytest.raises(ImageError, match="exceeds the limit"):
+        load_query_photo(tmp_path / "4000x3000.jpg", 11_999_999)
+
+
+def test_the_browser_shrink_script_carries_the_servers_limits() -> None:
+    import json
+    import re
+
+    from ui.upload import BROWSER_SIDE, shrink_js
+
+    script = shrink_js(1234567, 7654321)
+    cfg = json.loads(re.search(r"const cfg = (\{.*?\});", script).group(1))
+    assert cfg["maxPixels"] == 1234567 and cfg["maxBytes"] == 7654321
+    assert cfg["side"] == BROWSER_SIDE and cfg["selector"] == "#query"
+    assert "__CONFIG__" not in script and script.strip().startswith("() =>")
