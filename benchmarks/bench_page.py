@@ -12,12 +12,17 @@ What it does (offline, on the `vsearch demo` sample catalog unless --manifest is
    calling the page's named ``/search_image`` endpoint (same decoding path and same search
    queue as the page's upload handler); half of them upload the 12 MP photo, half a
    1200 x 900 one. Errors and latency percentiles per photo size;
-5. prints the tables and writes ``docs/bench/page.json`` (``--out``).
+5. per phase, where the time went on the server (Gradio's own per-event traces,
+   ``GRADIO_PROFILING=1``: queue wait, preprocess, our handler, postprocess; p50/p95 per
+   endpoint) and the CPU seconds per search of the server process and of this script's
+   clients, which share the machine's cores with it;
+6. prints the tables and writes ``docs/bench/page.json`` (``--out``).
 
 Figures depend on the machine and its load (both recorded); no test asserts on them.
 
     python -m benchmarks.bench_page                       # about 3 minutes on 2 cores
     python -m benchmarks.bench_page --seconds 60 --uploads 20
+    python -m benchmarks.bench_page --backend openvino --out docs/bench/page-openvino.json
 """
 
 from __future__ import annotations
@@ -175,6 +180,37 @@ def shoppers(url: str, photos: list[Path], n: int, seconds: float) -> list[dict[
     return records
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    import resource
+
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
+
+
+def server_phases(url: str) -> dict[str, dict[str, Any]]:
+    """Gradio's per-event traces since the last call (then cleared): per endpoint, p50/p95 ms
+    of queue wait, preprocess, the handler (fn_call) and postprocess."""
+    traces = httpx.get(url + "/gradio_api/profiling/traces", timeout=30).json()
+    httpx.post(url + "/gradio_api/profiling/clear", timeout=30)
+    traces = traces if isinstance(traces, list) else traces.get("traces", [])
+    out: dict[str, dict[str, Any]] = {}
+    for name in sorted({t.get("fn_name") or "?" for t in traces}):
+        mine = [t for t in traces if (t.get("fn_name") or "?") == name]
+        row: dict[str, Any] = {"n": len(mine)}
+        for key in ("queue_wait_ms", "preprocess_ms", "fn_call_ms", "postprocess_ms", "total_ms"):
+            values = [float(t.get(key) or 0.0) for t in mine]
+            if any(values):
+                row[key] = [round(percentile(values, 50), 1), round(percentile(values, 95), 1)]
+        out[name] = row
+    return out
+
+
 def decode_times(photo: Path, runs: int = 5) -> dict[str, float]:
     """Median seconds to get a 12 MP upload ready for search: the page's reduced decode
     (JPEG draft + thumbnail) versus a full decode (what gr.Image(type="pil") did)."""
@@ -211,6 +247,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--uploads", type=int, default=10, help="timed uploads in Chromium")
     ap.add_argument("--shoppers", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=30.0, help="length of the shoppers run")
+    ap.add_argument(
+        "--backend",
+        help="inference backend of the server (VSEARCH_BACKEND: torch, onnxruntime, openvino, "
+        "auto; default: the server's own default)",
+    )
     ap.add_argument("--out", default="docs/bench/page.json")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     args = ap.parse_args(argv)
@@ -223,7 +264,10 @@ def main(argv: list[str] | None = None) -> int:
         HF_HUB_OFFLINE="1",
         VSEARCH_DEVICE="cpu",
         NO_PROXY="127.0.0.1,localhost",
+        GRADIO_PROFILING="1",  # Gradio's per-event traces (server_phases)
     )
+    if args.backend:
+        env["VSEARCH_BACKEND"] = args.backend
     if os.environ.get("VSEARCH_CACHE_DIR"):
         env["VSEARCH_CACHE_DIR"] = os.environ["VSEARCH_CACHE_DIR"]
     try:
@@ -245,11 +289,23 @@ def main(argv: list[str] | None = None) -> int:
         proc, url = start_server(uri, workdir, env)
         start_s = time.perf_counter() - t0
         try:
+            server_phases(url)  # start-up and warm-up events are not counted
+            load_uploads = loadavg()
             uploads = upload_to_results(url, big, args.uploads)
+            phases = {"uploads": server_phases(url)}
             load_start = loadavg()
+            cpu0 = (cpu_seconds(proc.pid), own_cpu_seconds())
             records = shoppers(url, [big, small], args.shoppers, args.seconds)
+            cpu1 = (cpu_seconds(proc.pid), own_cpu_seconds())
+            load_end = loadavg()
+            phases["shoppers"] = server_phases(url)
         finally:
             stop_server(proc)
+        searches = max(1, len(records))
+        cpu = {
+            "server_s_per_search": round((cpu1[0] - cpu0[0]) / searches, 3),
+            "clients_s_per_search": round((cpu1[1] - cpu0[1]) / searches, 3),
+        }
         rows = [summarise("upload 12 MP photo -> results visible (Chromium)", uploads)]
         for photo in (big, small):
             mine = [r for r in records if r["photo"] == photo.name]
@@ -264,6 +320,14 @@ def main(argv: list[str] | None = None) -> int:
             f"\n12 MP decode before search (median): reduced {decode['draft_decode_s']:.3f} s, "
             f"full {decode['full_decode_s']:.3f} s"
         )
+        for phase, endpoints in phases.items():
+            for name, row in endpoints.items():
+                print(f"server, {phase}, {name}: {row}")
+        print(
+            f"CPU per search in the shoppers run: server {cpu['server_s_per_search']:.3f} s, "
+            f"clients {cpu['clients_s_per_search']:.3f} s (both on this machine's cores); "
+            f"load average {load_start} at its start, {load_end} at its end"
+        )
         errors = sorted({r["error"] for r in records if r["error"]})
         if errors:
             print("errors:", *errors[:5], sep="\n  ")
@@ -274,12 +338,17 @@ def main(argv: list[str] | None = None) -> int:
                 "catalog": "vsearch demo sample" if not args.manifest else str(manifest),
                 "photo_12mp": {"size": [4000, 3000], "bytes": big.stat().st_size},
                 "photo_small": {"size": [1200, 900], "bytes": small.stat().st_size},
+                "backend": args.backend or "default",
                 "shoppers": args.shoppers,
                 "seconds": args.seconds,
                 "decode_12mp": decode,
                 "index_s": round(index_s, 1),
                 "server_start_s": round(start_s, 1),
+                "loadavg_uploads_start": load_uploads,
                 "loadavg_shoppers_start": load_start,
+                "loadavg_shoppers_end": load_end,
+                "server_phases_ms_p50_p95": phases,
+                "cpu_per_search": cpu,
                 "rows": rows,
                 "errors": errors[:20],
                 "machine": machine("cpu"),
