@@ -8,6 +8,7 @@ path (symlinks and ``..`` resolved).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import ipaddress
@@ -67,11 +68,30 @@ def _canonical_host(host: str) -> str:
     return addresses[0]
 
 
+_held: set[int] = set()  # descriptors of the locks this process holds
+
+
+def _forget_in_child() -> None:
+    """After a fork, in the child: close the inherited lock descriptors.
+
+    A forked child (a decode worker) shares the parent's open file description, and with it
+    the ``flock``; orphaned by a ``kill -9`` of the indexer it would hold the lock until it
+    noticed. Closing its copy leaves the parent's lock as it is.
+    """
+    for fd in list(_held):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
+
+
 class IndexLock:
     """``with IndexLock(settings):`` holds an exclusive, non-blocking ``flock``.
 
     The kernel releases it when the process dies (even by SIGKILL), so a crashed run never
-    leaves a stale lock behind.
+    leaves a stale lock behind; forked children do not keep it (:func:`_forget_in_child`).
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -93,6 +113,7 @@ class IndexLock:
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._fd = fd
+        _held.add(fd)
         return self
 
     def __exit__(
@@ -102,6 +123,7 @@ class IndexLock:
         tb: TracebackType | None,
     ) -> None:
         if self._fd is not None:
+            _held.discard(self._fd)
             os.ftruncate(self._fd, 0)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)

@@ -11,7 +11,9 @@ With ``raw_jpeg`` the workers only read and check plain JPEGs and the device dec
 
 from __future__ import annotations
 
+import functools
 import io
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -158,8 +160,38 @@ def model_input(
     return index, hashes, parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
-def _worker_init(_: int) -> None:
+PR_SET_PDEATHSIG = 1  # <sys/prctl.h>
+
+
+def _worker_init(parent: int, _: int) -> None:
     torch.set_num_threads(1)  # workers decode; leave the cores' BLAS threads to the model
+    die_with_parent(parent)
+
+
+def die_with_parent(parent: int) -> bool:
+    """Linux: this process gets SIGKILL the moment ``parent`` (the one that forked it) dies.
+
+    A decode worker inherits the parent's open files, the index lock and Milvus Lite's
+    database among them; after a ``kill -9`` of the indexer it used to hold them until
+    PyTorch's watchdog noticed (seconds), so an immediate re-run was refused
+    (tests/reliability/test_orphan_workers.py). The loader is iterated by the thread that
+    made it, so the signal (sent when that thread exits) never comes early. Elsewhere this
+    does nothing.
+    """
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        armed = libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+    if armed and os.getppid() != parent:  # it died before the signal was armed
+        os._exit(1)
+    return armed
 
 
 def make_loader(
@@ -174,7 +206,11 @@ def make_loader(
     if workers > 0:
         # Plain fork (Linux default): forkserver/spawn would re-import __main__, which breaks
         # callers running from a notebook or stdin. Workers never touch gRPC.
-        kwargs.update(worker_init_fn=_worker_init, prefetch_factor=2, persistent_workers=False)
+        kwargs.update(
+            worker_init_fn=functools.partial(_worker_init, os.getpid()),
+            prefetch_factor=2,
+            persistent_workers=False,
+        )
     if isinstance(batches, int):
         kwargs.update(batch_size=batches, shuffle=False)
     else:

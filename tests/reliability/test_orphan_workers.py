@@ -1,0 +1,88 @@
+"""Decode workers die with their indexer: right after a ``kill -9`` of ``vsearch index``, no
+orphaned worker holds the Milvus Lite database, so an immediate re-run works."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from indexer.pipeline import run_index
+from search.config import Settings
+from tests.helpers import PHOTOS, product_catalog
+
+from .checks import REPO, assert_collection_equals_catalog, vsearch_env
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux"),
+]
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            out.extend(int(c) for c in (task / "children").read_text().split())
+    except OSError:  # it is exiting
+        pass
+    return out
+
+
+def test_rerun_right_after_kill_9_finds_the_database_free(
+    settings: Settings, tmp_path: Path, embedder
+) -> None:
+    manifest = product_catalog(tmp_path / "shop", PHOTOS[:8], per_product=6)  # 48 items
+    s = settings.replace(workers=2, batch_size=2)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "index", str(manifest)],
+        env=vsearch_env(s),
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    workers: list[int] = []
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "embedding 48 images" in line:
+                deadline = time.monotonic() + 60
+                while len(workers) < 2 and proc.poll() is None and time.monotonic() < deadline:
+                    workers = [c for c in _children(proc.pid) if _is_decode_worker(c)]
+                    time.sleep(0.01)
+                proc.send_signal(signal.SIGKILL)  # the decode workers are running
+                break
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert len(workers) >= 2, "the indexer never started its decode workers"
+    # they die with it (PR_SET_PDEATHSIG), not when PyTorch's 5 s watchdog notices
+    deadline = time.monotonic() + 2
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not any(_alive(w) for w in workers), "a decode worker outlived the indexer"
+    # no sleep: the re-run opens the same Lite database at once
+    report = run_index(manifest, s, embedder=embedder)
+    assert report.ok and report.count == 48
+    assert_collection_equals_catalog(s, manifest, embedder)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _is_decode_worker(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() == "pt_data_worker"  # PyTorch's name
+    except OSError:
+        return False
