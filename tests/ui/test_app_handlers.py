@@ -100,9 +100,10 @@ def test_big_photo_is_decoded_small_and_the_api_pixel_limit_holds(
         ui.images, "open_image", lambda *a, **kw: calls.append(kw) or real(*a, **kw)
     )
     _, _, state, *_ = shop.on_photo(uploaded(shop, big), 3, ANY, None, None)
-    assert calls and calls[0]["draft_size"] == 1024  # JPEG draft: decoded at reduced scale
+    # JPEG draft at the smallest scale keeping a 720 px short side: 1/4 for 4000 x 3000
+    assert calls and calls[0]["draft_size"] == ui.images.QUERY_MIN_SIDE == 720
     assert calls[0]["max_pixels"] == ui_searcher.settings.max_image_pixels
-    assert max(state.photo.size) == 1024
+    assert state.photo.size == (1000, 750)
     monkeypatch.undo()
 
     small_limit = ui_searcher.settings.replace(max_image_pixels=100_000)

@@ -307,6 +307,17 @@ def test_big_photo_is_shrunk_in_the_browser_and_crop_still_works(
     shop_page.wait_for_function(
         "() => (document.querySelector('#results .tile')?.dataset.id || '').startsWith('rocket-')"
     )
+    # a phone photo stored sideways (EXIF orientation 6) is shrunk upright, as the server
+    # would read it
+    sideways = tmp_path / "sideways.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.open(big).save(sideways, quality=90, exif=exif.tobytes())
+    shop_page.reload(wait_until="load")
+    shop_page.evaluate("() => { window.vsearchShrinkAlways = true; }")
+    search_photo(shop_page, sideways)
+    shrink = shop_page.evaluate("() => window.vsearchShrink || null")
+    assert shrink is not None and (shrink["width"], shrink["height"]) == (512, 1024)
     huge = tmp_path / "huge.png"
     Image.new("RGB", (8200, 8200), (240, 240, 240)).save(huge, optimize=False)  # 67 MP
     shop_page.reload(wait_until="load")
