@@ -7,14 +7,20 @@ fingerprints the bytes, and :class:`search.images.Decoder` decodes the same byte
 
 from __future__ import annotations
 
+import functools
+
 from search.images import Decoder
 
 from .fetch import read_image_bytes
 from .hashing import content_hash
 
 
-def catalog_decoder(max_pixels: int, draft_size: int | None) -> Decoder:
-    """Read, hash and decode catalog references within ``max_pixels``, at ``draft_size``."""
-    return Decoder(
-        read=read_image_bytes, max_pixels=max_pixels, draft_size=draft_size, digest=content_hash
-    )
+def catalog_decoder(
+    max_pixels: int, draft_size: int | None, *, allow_private: bool = False
+) -> Decoder:
+    """Read, hash and decode catalog references within ``max_pixels``, at ``draft_size``.
+
+    allow_private: URLs may reach loopback/private hosts (``Settings.allow_private_urls``).
+    """
+    read = functools.partial(read_image_bytes, allow_private=allow_private)
+    return Decoder(read=read, max_pixels=max_pixels, draft_size=draft_size, digest=content_hash)

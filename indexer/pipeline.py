@@ -286,7 +286,9 @@ def _local_batches(run: _Run, refs: list[str]) -> Iterator[Embedded]:
         embedder.preprocess, batched=tuning.batched_preprocess, fast_resize=tuning.fast_resize
     )
     draft = embedder.info.image_size if tuning.draft else None
-    decoder = catalog_decoder(run.settings.max_image_pixels, draft)
+    decoder = catalog_decoder(
+        run.settings.max_image_pixels, draft, allow_private=run.settings.allow_private_urls
+    )
     dataset = ImageDataset(refs, prep, decoder, raw_jpeg=tuning.device_decode)
     loader = make_loader(
         dataset,

@@ -212,7 +212,11 @@ class RayEngine:
             batch_format="numpy",
             fn_kwargs={
                 "prep": prep,
-                "decoder": catalog_decoder(self.settings.max_image_pixels, draft),
+                "decoder": catalog_decoder(
+                    self.settings.max_image_pixels,
+                    draft,
+                    allow_private=self.settings.allow_private_urls,
+                ),
                 "size": prep.size or emb.info.image_size,
             },
             num_cpus=1,

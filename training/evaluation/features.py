@@ -211,7 +211,9 @@ def _run(
     tuning = choose(settings, feed.device)
     torch.set_num_threads(tuning.threads)
     prep = BatchPreprocess(feed.preprocess)
-    decoder = catalog_decoder(settings.max_image_pixels, feed.image_size)
+    decoder = catalog_decoder(
+        settings.max_image_pixels, feed.image_size, allow_private=settings.allow_private_urls
+    )
     dataset = ImageDataset([items[n].image for n in todo], prep, decoder)
     loader = make_loader(
         dataset,

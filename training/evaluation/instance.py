@@ -198,6 +198,7 @@ def evaluate_instance(
             backgrounds={"eval": pools.eval},
             seed=seed,
             max_pixels=settings.max_image_pixels,
+            allow_private=settings.allow_private_urls,
             dtype=torch.float32,
         )
         sets, failed = cache_views(

@@ -57,6 +57,7 @@ class ViewJob:
     backgrounds: dict[str, list[Image.Image]] = field(default_factory=dict)
     seed: int = 0
     max_pixels: int = DEFAULT_MAX_PIXELS
+    allow_private: bool = False  # URLs may reach loopback/private hosts
     dtype: torch.dtype = torch.float16
 
     def jobs(self) -> list[Job]:
@@ -159,7 +160,7 @@ def cache_views(
     """
     jobs = job.jobs()
     prep = BatchPreprocess(feed.preprocess)
-    decoder = catalog_decoder(job.max_pixels, feed.image_size)
+    decoder = catalog_decoder(job.max_pixels, feed.image_size, allow_private=job.allow_private)
     batches = item_batches(jobs, tuning.batch_size)
     loader = make_loader(
         _Views(job, jobs, prep, decoder),

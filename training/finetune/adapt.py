@@ -162,6 +162,7 @@ def finetune_instance(
         backgrounds=_pools(opts),
         seed=opts.seed,
         max_pixels=settings.max_image_pixels,
+        allow_private=settings.allow_private_urls,
     )
     sets, failed = cache_views(job, tower.bottom, Feed.of(base), tuning, listeners.images)
     timings["views"] = time.perf_counter() - t0
