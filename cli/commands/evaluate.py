@@ -9,6 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from training.evaluation.options import EvalOptions
+
+from ..flags import add_flags
 from ..main import EXIT_OK, add_settings_args, add_store_args, settings_from
 from .output import print_json, progress_reporter
 
@@ -34,25 +37,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "source", nargs="?", help="labelled catalog: a .csv / .jsonl manifest or a folder"
     )
     p.add_argument(
-        "--label-column",
-        help="manifest column saying which items match (default: product, else category, else "
-        "the item's folder)",
-    )
-    p.add_argument(
         "--task",
         choices=["auto", "instance", "label"],
         default="auto",
         help="instance: find the photographed item; label: find items with its label; auto: "
         "label when --label-column is given or a product column groups photos, else instance",
     )
-    p.add_argument("--views", type=int, default=4, help="instance: shopper photos per item")
-    p.add_argument(
-        "--backgrounds", metavar="DIR", help="instance: your background photos (judging pool)"
-    )
-    p.add_argument("--holdout", type=float, default=0.2, help="fraction of items used as queries")
-    p.add_argument("--seed", type=int, default=0, help="seed of the held-out split")
-    p.add_argument("--id-column", help="manifest id column")
-    p.add_argument("--image-column", help="manifest image column")
+    add_flags(p, EvalOptions)  # --label-column, --holdout, --seed, --views, ...: one edit each
     p.add_argument("--index", action="store_true", help="also measure the live collection's index")
     p.add_argument("--ann-queries", type=int, default=200, help="queries for --index")
     p.add_argument("--ann-k", type=int, default=10, help="k for --index recall")

@@ -1,29 +1,37 @@
-"""Evaluation jobs: retrieval metrics of models on a labelled catalog, index recall."""
+"""Evaluation jobs: retrieval metrics of models on a labelled catalog, index recall.
 
-from .ann import AnnResult, ann_vs_exact
-from .labels import LabelledCatalog, holdout_mask, load_labelled
-from .options import EvalOptions
-from .plot import plot_recall
-from .report import EvalReport, ModelEval
-from .retrieval import RetrievalResult, retrieval_metrics
-from .run import Questions, evaluate, evaluate_index, evaluate_model, load_embedder, parse_model
+The names below load lazily, so reading the options (``vsearch eval --help``) imports neither
+torch nor pymilvus.
+"""
 
-__all__ = [
-    "AnnResult",
-    "EvalOptions",
-    "EvalReport",
-    "LabelledCatalog",
-    "ModelEval",
-    "Questions",
-    "RetrievalResult",
-    "ann_vs_exact",
-    "evaluate",
-    "evaluate_index",
-    "evaluate_model",
-    "holdout_mask",
-    "load_embedder",
-    "load_labelled",
-    "parse_model",
-    "plot_recall",
-    "retrieval_metrics",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "AnnResult": ".ann",
+    "ann_vs_exact": ".ann",
+    "LabelledCatalog": ".labels",
+    "holdout_mask": ".labels",
+    "load_labelled": ".labels",
+    "EvalOptions": ".options",
+    "plot_recall": ".plot",
+    "EvalReport": ".report",
+    "ModelEval": ".report",
+    "RetrievalResult": ".retrieval",
+    "retrieval_metrics": ".retrieval",
+    "Questions": ".run",
+    "evaluate": ".run",
+    "evaluate_index": ".run",
+    "evaluate_model": ".run",
+    "load_embedder": ".run",
+    "parse_model": ".run",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
