@@ -48,6 +48,7 @@ def training_recall(model: Embedder, manifest: Path) -> float:
     return res.recall[1]
 
 
+@pytest.mark.slow  # ~17 s: the quick loop keeps the partial and CLI finetune tests
 def test_head_finetune_lowers_loss_and_raises_training_recall(
     tmp_path: Path, settings, embedder: Embedder
 ) -> None:
