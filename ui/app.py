@@ -320,6 +320,10 @@ class ShopApp:
                         label="Upload, paste or take a photo",
                         sources=["upload", "webcam", "clipboard"],
                         type="filepath",
+                        # any mode goes through as the uploaded file: with "RGB" Gradio
+                        # decoded, converted and re-saved every RGBA/grey/CMYK upload as a
+                        # PNG first (5.6 s for a 12 MP RGBA screenshot); we decode it small
+                        image_mode=None,
                         elem_id="query",
                         height=220,
                     )

@@ -315,3 +315,22 @@ def test_missing_image_keeps_its_tile(shop: ShopApp) -> None:
     html = tiles.grid([gone, real], shop.thumbs)
     assert n_tiles(html) == 2 and "image unavailable" in html
     assert 'data-id="coffee-0"' in html and "data:image/jpeg;base64," in html
+
+
+def test_an_rgba_png_upload_reaches_the_handler_as_uploaded(
+    shop: ShopApp, ui_catalog: Path, tmp_path: Path
+) -> None:
+    """Gradio's Image preprocess hands the uploaded file itself to the handler, whatever its
+    mode (it used to decode, convert and re-save an RGBA PNG before the handler ran)."""
+    from gradio.data_classes import ImageData
+
+    blocks = shop.build()
+    query = next(b for b in blocks.blocks.values() if getattr(b, "elem_id", None) == "query")
+    shot = tmp_path / "shot.png"
+    coffee = Image.open(ui_catalog.parent / "img" / "coffee-0.jpg").convert("RGBA")
+    coffee.save(shot)
+    path = uploaded(shop, shot, "shot.png")
+    assert query.preprocess(ImageData(path=path, orig_name="shot.png")) == path
+    html, _, state, *_ = shop.on_photo(path, 3, ANY, None, None)
+    assert state.photo.mode == "RGB" and state.matches[0].id.startswith("coffee-")
+    assert 'data-id="coffee-' in html
