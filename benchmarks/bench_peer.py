@@ -10,7 +10,9 @@ the whole process, each run in a fresh process, round-robin over the repeats:
      through the adapter below.
 One untimed warm-up round first (OS file cache, vsearch's export and calibration cache).
 Then the vectors are compared: cosine between clip-retrieval's saved embeddings and ours
-for the same files (the same model gives ~1.0; clip-retrieval saves float16).
+for the same files (clip-retrieval saves float16), and, on 32 of them, our Embedder's
+vectors with open_clip's exact preprocessing as clip-retrieval uses it (same model: ~1.0;
+the indexer's faster JPEG decode and resize explain the rest of any gap).
 
 The adapter (``--clip-retrieval-adapter``, run with clip-retrieval's interpreter) registers
 a ``vsearch:`` prefix in clip-retrieval's model loader (all_clip's registry) that builds our
@@ -47,6 +49,7 @@ ADAPTER_PREFIX = "vsearch:"
 DEFAULT_JSON = Path("docs/bench/peer-cpu.json")
 
 log = logging.getLogger("bench_peer")
+EXACT = "open_clip's exact preprocessing, 32 files (our Embedder)"
 
 
 # -- pure logic ----------------------------------------------------------------------------
@@ -330,7 +333,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for row in result["summary"]:
         row["cpu_s"] = round(statistics.median(r["cpu_s"] for r in runs[row["variant"]]), 1)
         row["img_s"] = round(args.count / row["median_s"], 1)
-    result["agreement"] = agreement(outputs, peers, folder)
+    result["agreement"] = agreement(outputs, peers, folder, args.cache_dir)
     result["settings"] = {
         "count": args.count,
         "repeats": args.repeats,
@@ -345,7 +348,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def agreement(outputs: Mapping[str, Path], peers: Sequence[str], folder: Path) -> list[dict]:
+def agreement(
+    outputs: Mapping[str, Path], peers: Sequence[str], folder: Path, cache_dir: str | None
+) -> list[dict]:
     """Our vectors (each vsearch variant's first run) vs the first peer's, same files."""
     peer = next((p for p in peers if p in outputs), None)
     if peer is None:
@@ -357,7 +362,30 @@ def agreement(outputs: Mapping[str, Path], peers: Sequence[str], folder: Path) -
             ours, backend = our_vectors(db)
             rows.append({"variant": name, "vs": peer, "backend": backend,
                          **cosine_agreement(ours, theirs)})  # fmt: skip
+    sample = [r["worst"] for r in rows if "worst" in r] + sorted(theirs)[:32]
+    exact = exact_preprocessing_vectors(folder, list(dict.fromkeys(sample))[:32], cache_dir)
+    rows.append({"variant": EXACT, "vs": peer, "backend": "torch fp32",
+                 **cosine_agreement(exact, theirs)})  # fmt: skip
     return rows
+
+
+def exact_preprocessing_vectors(
+    folder: Path, keys: Sequence[str], cache_dir: str | None
+) -> dict[str, list[float]]:
+    """Our Embedder's vectors with open_clip's own preprocessing (full decode, PIL resize),
+    as clip-retrieval does it: tells the model apart from the indexer's faster decoding
+    (JPEG draft decode and its own resize)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from search.config import DEFAULT_MODEL
+    from search.embedder import Embedder
+
+    emb = Embedder(DEFAULT_MODEL, device="cpu", backend="torch", cache_dir=cache_dir)
+    pixels = torch.stack([emb.preprocess(Image.open(folder / k).convert("RGB")) for k in keys])
+    vectors = np.asarray(emb.embed_tensors(pixels))
+    return {k: vectors[i].tolist() for i, k in enumerate(keys)}
 
 
 def report(result: dict[str, Any]) -> str:

@@ -107,4 +107,7 @@ def test_quick_run_against_clip_retrieval(tmp_path: Path, cache_dir: Path) -> No
     for row in data["agreement"]:  # the same model through both programs
         assert row["compared"] == 6 and row["only_ours"] == row["only_theirs"] == 0
         assert row["cos_min"] > 0.99 > row["cos_other_image_mean"]
+    exact = data["agreement"][-1]
+    assert exact["variant"].startswith("open_clip's exact preprocessing")
+    assert exact["cos_min"] >= 0.999  # same model, same pixels: only float16 storage differs
     assert "Same model?" in proc.stdout
