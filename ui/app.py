@@ -36,6 +36,7 @@ from .messages import (
 )
 from .service import CatalogService
 from .state import ANY, FilterError, QueryState, build_filters, parse_box
+from .upload import preview_css, search_done_js
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ CSS = """
   #layout { grid-template-columns: 1fr; grid-template-areas: "photo" "main" "filters"; }
   #crop .crop-stage img { max-height: 220px; }
 }
-"""
+""" + preview_css("#query")
 SCROLL_TO_RESULTS_JS = "() => { document.querySelector('#main')?.scrollIntoView(); }"
 
 
@@ -371,7 +372,11 @@ class ShopApp:
             outputs = [results, message, state, more_btn, back_btn]
             queued = {"concurrency_limit": opts.concurrency, "concurrency_id": "search"}
             private = {"api_visibility": "private", **queued}
-            query.input(self.on_photo, [query, *filters], [*outputs, stage, query], **private)
+            photo = query.input(
+                self.on_photo, [query, *filters], [*outputs, stage, query], **private
+            )
+            photo.success(None, js=search_done_js("#query"))  # answered or refused:
+            photo.failure(None, js=search_done_js("#query"))  # the preview is drawn again
             search_btn.click(self.search_photo, [state, *filters], outputs, **private)
             crop_btn.click(
                 self.search_crop, [state, *filters, box], outputs, js=crop_tool.READ_BOX_JS,

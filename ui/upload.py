@@ -1,4 +1,5 @@
-"""Big photos are shrunk in the shopper's browser before they are uploaded.
+"""Big photos are shrunk in the shopper's browser before they are uploaded, and the upload's
+preview is not drawn while its search runs.
 
 A 12 MP phone photo is 3-5 MB: sent as is, it costs the shopper's uplink seconds, the server
 a multipart parse and a decode, and the page a download of the same bytes back for its
@@ -28,12 +29,14 @@ import json
 BROWSER_SIDE = 1024  # longest side of the photo the page uploads (the server's QUERY_SIDE)
 BROWSER_QUALITY = 0.9  # JPEG quality of the shrunk photo
 SHRINK_ABOVE = 1.25  # only photos whose longest side passes BROWSER_SIDE by this factor
+BUSY_CLASS = "vsearch-busy"  # on the photo input while its search runs (preview_css)
 
 _JS = """
 () => {
   const cfg = __CONFIG__;
   const TYPES = ['image/jpeg', 'image/png', 'image/webp'];
   const LOOPBACK = ['127.0.0.1', 'localhost', '[::1]'];
+  const BUSY = __BUSY__;
   const header = (file) => new Promise((resolve) => {
     // an <img> knows its size from the header; it is not decoded until it is drawn
     const url = URL.createObjectURL(file);
@@ -70,7 +73,9 @@ _JS = """
       return;
     }
     const file = input.files && input.files[0];
-    if (!file || (LOOPBACK.includes(location.hostname) && !window.vsearchShrinkAlways)) return;
+    if (!file) return;
+    input.closest(cfg.selector).classList.add(BUSY);  // preview hidden until the search ends
+    if (LOOPBACK.includes(location.hostname) && !window.vsearchShrinkAlways) return;
     ev.stopImmediatePropagation();  // Gradio gets the event again, with the photo to send
     const t0 = performance.now();
     shrink(file).catch(() => null).then((small) => {
@@ -106,4 +111,18 @@ def shrink_js(
         "maxPixels": max_pixels,
         "maxBytes": max_bytes,
     }
-    return _JS.replace("__CONFIG__", json.dumps(cfg))
+    return _JS.replace("__CONFIG__", json.dumps(cfg)).replace("__BUSY__", json.dumps(BUSY_CLASS))
+
+
+def preview_css(selector: str = "#query") -> str:
+    """While a chosen photo is being searched, its upload preview is not drawn: the browser
+    would decode every pixel of a 12 MP photo for a preview replaced a moment later (by the
+    crop tool), on the cores the search needs when the page runs on the server's machine."""
+    return f"{selector}.{BUSY_CLASS} .image-frame img {{ display: none !important; }}\n"
+
+
+def search_done_js(selector: str = "#query") -> str:
+    """Runs when the photo's search has ended, answered or refused: the preview is drawn
+    again (a refused photo stays visible in the upload box beside its message)."""
+    target, busy = json.dumps(selector), json.dumps(BUSY_CLASS)
+    return f"() => {{ document.querySelector({target})?.classList.remove({busy}); }}"

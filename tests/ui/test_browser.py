@@ -294,6 +294,7 @@ def test_big_photo_is_shrunk_in_the_browser_and_crop_still_works(
     assert big.stat().st_size < 1024 * 1024  # under the live server's upload limit
     shop_page.evaluate("() => { window.vsearchShrinkAlways = true; }")
     search_photo(shop_page, big)
+    shop_page.wait_for_function("() => !document.querySelector('#query.vsearch-busy')")
     shrink = shop_page.evaluate("() => window.vsearchShrink || null")
     assert shrink is not None, "the photo went up unshrunk"
     assert (shrink["width"], shrink["height"]) == (1024, 512)
@@ -325,3 +326,6 @@ def test_big_photo_is_shrunk_in_the_browser_and_crop_still_works(
     upload(shop_page, huge)
     shop_page.locator(".toast-body", has_text="too many pixels").wait_for()
     assert shop_page.evaluate("() => window.vsearchShrink || null") is None
+    # the upload's preview, hidden while its search ran, is back beside the refusal
+    shop_page.wait_for_function("() => !document.querySelector('#query.vsearch-busy')")
+    assert shop_page.locator("#query .image-frame img").first.is_visible()
