@@ -164,8 +164,8 @@ PR_SET_PDEATHSIG = 1  # <sys/prctl.h>
 
 
 def _worker_init(parent: int, _: int) -> None:
+    die_with_parent(parent)  # first: nothing below may keep an orphan alive
     torch.set_num_threads(1)  # workers decode; leave the cores' BLAS threads to the model
-    die_with_parent(parent)
 
 
 def die_with_parent(parent: int) -> bool:

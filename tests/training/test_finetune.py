@@ -87,6 +87,7 @@ def test_head_finetune_lowers_loss_and_raises_training_recall(
     assert (out / "finetune_report.json").is_file()
 
 
+@pytest.mark.slow  # ~10 s; the quick loop keeps the partial and CLI finetune tests
 def test_extra_training_catalog_adds_train_items_only_and_never_a_catalog_photo(
     tmp_path: Path, settings
 ) -> None:
