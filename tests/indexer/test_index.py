@@ -189,3 +189,37 @@ def test_settings_from_env_and_overrides() -> None:
         False,
     )
     assert Settings.from_env({}, model=None).model == "builtin:efficientnet-lite0"
+
+
+def test_a_forked_child_does_not_keep_the_index_lock(settings) -> None:
+    """An indexer killed by SIGKILL while its fork (a decode worker) lives on: the lock is
+    free at once, because the fork closed its inherited copy."""
+    import os
+    import signal
+    import time
+
+    from indexer.lock import IndexLock
+
+    ready_r, ready_w = os.pipe()
+    indexer = os.fork()
+    if indexer == 0:  # the "indexer": takes the lock, forks a long-lived worker
+        with IndexLock(settings):
+            if os.fork() == 0:
+                time.sleep(30)  # the orphan-to-be
+                os._exit(0)
+            os.write(ready_w, b"x")
+            time.sleep(30)
+        os._exit(0)
+    worker = 0
+    try:
+        assert os.read(ready_r, 1) == b"x"
+        worker = int(Path(f"/proc/{indexer}/task/{indexer}/children").read_text().split()[0])
+        os.kill(indexer, signal.SIGKILL)
+        os.waitpid(indexer, 0)
+        with IndexLock(settings):  # LockHeldError while the worker held its copy
+            pass
+    finally:
+        if worker:
+            os.kill(worker, signal.SIGKILL)
+        os.close(ready_r)
+        os.close(ready_w)
