@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -122,3 +123,31 @@ def run_vsearch(
         text=True,
         timeout=timeout,
     )
+
+
+def kill_index_when(
+    settings: Settings, manifest: Path, line: str, before_kill: Any = None
+) -> tuple[int | None, Any]:
+    """Run ``vsearch index MANIFEST`` in a subprocess and SIGKILL it once its log shows
+    ``line`` (after ``before_kill(proc)``, whose result is returned with the exit code)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "index", str(manifest)],
+        env=vsearch_env(settings),
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    seen = None
+    try:
+        assert proc.stderr is not None
+        for text in proc.stderr:
+            if line in text:
+                seen = before_kill(proc) if before_kill else None
+                proc.send_signal(signal.SIGKILL)
+                break
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    return proc.returncode, seen

@@ -11,7 +11,6 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,11 @@ from indexer.pipeline import run_index
 from search.config import Settings
 from tests.helpers import PHOTOS, photo, product_catalog, variant, write_manifest
 
-from .checks import REPO, assert_collection_equals_catalog, run_vsearch, vsearch_env
+from .checks import (
+    assert_collection_equals_catalog,
+    kill_index_when,
+    run_vsearch,
+)
 
 pytestmark = pytest.mark.slow
 NAMES = PHOTOS[:4]  # 4 products x 3 views = 12 items; batch size 2 -> 6 upserts
@@ -110,25 +113,8 @@ def test_incremental_run_killed_then_rerun_is_exact(
 def test_killed_from_outside_while_embedding(catalogs, settings: Settings, tmp_path, embedder):
     """SIGKILL sent by this test the moment the subprocess logs that embedding started."""
     s = _settings(settings, tmp_path)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "index", str(catalogs[0])],
-        env=vsearch_env(s),
-        cwd=REPO,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            if "embedding 12 images" in line:
-                proc.send_signal(signal.SIGKILL)
-                break
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
+    code, _ = kill_index_when(s, catalogs[0], "embedding 12 images")
+    assert code == -signal.SIGKILL
     report = run_index(catalogs[0], s, embedder=embedder)
     assert report.ok and report.count == 12
     assert_collection_equals_catalog(s, catalogs[0], embedder)

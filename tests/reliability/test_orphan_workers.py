@@ -17,7 +17,7 @@ from indexer.lock import lock_path
 from search.config import Settings
 from tests.helpers import PHOTOS, product_catalog
 
-from .checks import REPO, assert_collection_equals_catalog, run_vsearch, vsearch_env
+from .checks import assert_collection_equals_catalog, kill_index_when, run_vsearch
 
 pytestmark = [
     pytest.mark.slow,
@@ -40,31 +40,18 @@ def test_rerun_right_after_kill_9_finds_the_database_free(
 ) -> None:
     manifest = product_catalog(tmp_path / "shop", PHOTOS[:8], per_product=6)  # 48 items
     s = settings.replace(workers=2, batch_size=2)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "index", str(manifest)],
-        env=vsearch_env(s),
-        cwd=REPO,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
-    workers: list[int] = []
-    try:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            if "embedding 48 images" in line:
-                deadline = time.monotonic() + 60
-                while len(workers) < 2 and proc.poll() is None and time.monotonic() < deadline:
-                    workers = [c for c in _children(proc.pid) if _is_decode_worker(c)]
-                    time.sleep(0.01)
-                proc.send_signal(signal.SIGKILL)  # the decode workers are running
-                break
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
-    assert len(workers) >= 2, "the indexer never started its decode workers"
+
+    def decode_workers(proc: subprocess.Popen) -> list[int]:
+        workers: list[int] = []
+        deadline = time.monotonic() + 60
+        while len(workers) < 2 and proc.poll() is None and time.monotonic() < deadline:
+            workers = [c for c in _children(proc.pid) if _is_decode_worker(c)]
+            time.sleep(0.01)
+        return workers  # the decode workers are running
+
+    code, workers = kill_index_when(s, manifest, "embedding 48 images", decode_workers)
+    assert code == -signal.SIGKILL
+    assert workers is not None and len(workers) >= 2, "the indexer never started its decode workers"
     # they die with it (PR_SET_PDEATHSIG), not when PyTorch's 5 s watchdog notices
     deadline = time.monotonic() + 2
     while any(_alive(w) for w in workers) and time.monotonic() < deadline:
