@@ -373,9 +373,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     common.setup_logging("bench_backends", "search")
     result = run(args)
     out = args.json or args.results / "backends-cpu.json"
-    common.write_json(out, result)
-    print(report(result))
-    print(f"\nwrote {out}")
+    common.publish(out, result, report(result))
     return result
 
 

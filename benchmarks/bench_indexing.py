@@ -548,9 +548,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     common.setup_logging("bench_indexing", "benchmarks")
     result = run(args)
     out = args.json or args.results / f"indexing-{result['machine']['device']}.json"
-    common.write_json(out, result)
-    print(report(result))
-    print(f"\nwrote {out}")
+    common.publish(out, result, report(result))
     return result
 
 

@@ -449,9 +449,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     common.setup_logging("bench_peer")
     out = args.json or (common.RESULTS / "peer-quick.json" if args.quick else DEFAULT_JSON)
     result = run(args)
-    common.write_json(out, result)
-    print(report(result))
-    print(f"\nwrote {out}")
+    common.publish(out, result, report(result))
     return result
 
 

@@ -385,9 +385,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     common.setup_logging("bench_search", "benchmarks")
     result = run(args)
     out = args.json or args.results / f"search-{result['machine']['device']}.json"
-    common.write_json(out, result)
-    print(report(result, args.batch))
-    print(f"\nwrote {out}")
+    common.publish(out, result, report(result, args.batch))
     return result
 
 

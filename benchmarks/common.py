@@ -89,6 +89,14 @@ def write_json(path: Path, data: dict[str, Any]) -> Path:
     return path
 
 
+def publish(path: Path, data: dict[str, Any], text: str) -> Path:
+    """Save a benchmark's figures (:func:`write_json`) and print its report and where it went."""
+    write_json(path, data)
+    print(text)
+    print(f"\nwrote {path}")
+    return path
+
+
 def offline() -> None:
     """Never touch the network from a benchmark (the default model is local)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
