@@ -28,7 +28,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from search.config import ENV_PREFIX, Settings
+from search.config import ENV_PREFIX, SECTIONS, Settings
 from search.errors import VSearchError
 
 from .flags import add_flags
@@ -50,21 +50,20 @@ log = logging.getLogger("vsearch")
 
 
 def settings_flags(section: str) -> tuple[str, ...]:
-    """The settings a section offers as flags (declared in search/config.py)."""
+    """The settings a section offers as flags (its fields in search/config.py)."""
     return tuple(
-        f.name
-        for f in dataclasses.fields(Settings)
-        if f.metadata.get("section") == section and f.metadata.get("flag", True)
+        f.name for f in dataclasses.fields(SECTIONS[section]) if f.metadata.get("flag", True)
     )
 
 
 def add_settings_args(
     p: argparse.ArgumentParser, section: str, *, skip: tuple[str, ...] = ()
 ) -> None:
-    """Flags for one section of the settings; a flag given beats its VSEARCH_ variable."""
+    """Flags for one section of the settings, in an argument group titled by the section; a
+    flag given beats its VSEARCH_ variable."""
     add_flags(
         p.add_argument_group(section),
-        Settings,
+        SECTIONS[section],
         only=tuple(n for n in settings_flags(section) if n not in skip),
         unset=True,
         env_prefix=ENV_PREFIX,
@@ -84,7 +83,7 @@ def settings_from(
     args: argparse.Namespace, *, skip: tuple[str, ...] = (), **extra: object
 ) -> Settings:
     """Environment first, then the settings flags that were given (``skip``: flags of the
-    same name that mean something else in this command)."""
+    same name that mean something else in this command); ``extra``: flat setting names."""
     names = [n for section in CLI_SECTIONS for n in settings_flags(section) if n not in skip]
     flags = {n: getattr(args, n, None) for n in names}
     return Settings.from_env(**flags, **extra)

@@ -1,7 +1,8 @@
 """Options declared once: a dataclass field carries its default, type, choices and help.
 
 The CLI derives its flags from these fields (``cli/flags.py``) and :class:`search.config.Settings`
-its ``VSEARCH_*`` variables, so adding an option is one edit: a field in its dataclass.
+its ``VSEARCH_*`` variables, so adding an option is one edit: a field in its dataclass (for a
+setting, a field of one section of ``Settings``: the section is the class it is declared in).
 
     @dataclass(frozen=True)
     class IndexOptions:
@@ -32,7 +33,6 @@ def option(
     choices: tuple[str, ...] | None = None,
     factory: Callable[[], Any] | None = None,
     flag: bool = True,
-    section: str = "",
     metavar: str | None = None,
     parse: Callable[[str], Any] | None = None,
     name: str | None = None,
@@ -49,7 +49,6 @@ def option(
         "parse": parse,
         "choices": choices,
         "flag": flag,
-        "section": section,
         "metavar": metavar,
     }
     if factory is not None:

@@ -1,14 +1,14 @@
 """``vsearch settings``: every setting, its variable, default, value in effect and meaning.
 
-Read from the one declaration (``search.config.Settings``), so the list is never out of date.
+Read from the one declaration (``search.config.Settings``, section by section), so the list is
+never out of date.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
-from search.config import ENV_PREFIX, Settings
+from search.config import ENV_PREFIX, Settings, setting_fields
 from search.options import public_name
 
 from ..main import EXIT_OK
@@ -32,18 +32,18 @@ SECRET = {"token"}  # never printed
 
 def rows(settings: Settings) -> list[dict[str, object]]:
     out = []
-    defaults = Settings()
-    for f in dataclasses.fields(Settings):
+    defaults, values = Settings().flat(), settings.flat()
+    for section, f in setting_fields():
         name = public_name(f)
+        value = values[f.name]
         out.append(
             {
                 "setting": f.name,
+                "section": section,
                 "variable": ENV_PREFIX + name.upper(),
-                "flag": "--" + name.replace("_", "-") if f.metadata.get("section") else "",
-                "default": getattr(defaults, f.name),
-                "value": "***"
-                if f.name in SECRET and getattr(settings, f.name)
-                else getattr(settings, f.name),
+                "flag": "--" + name.replace("_", "-") if f.metadata.get("flag", True) else "",
+                "default": defaults[f.name],
+                "value": "***" if f.name in SECRET and value else value,
                 "help": f.metadata.get("help", ""),
             }
         )
@@ -55,7 +55,11 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(table)
         return EXIT_OK
+    section = None
     for row in table:
+        if row["section"] != section:
+            section = row["section"]
+            print(f"[{section}]")
         flag = f" / {row['flag']}" if row["flag"] else ""
         changed = "" if row["value"] == row["default"] else f" (default {row['default']!r})"
         print(f"{row['variable']}{flag} = {row['value']!r}{changed}")

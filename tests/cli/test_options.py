@@ -44,7 +44,7 @@ def test_text_converts_by_the_fields_real_type():
 
 def test_environment_booleans_and_choices_are_typed_not_strings():
     settings = Settings.from_env({"VSEARCH_NUMERIC_COLUMNS": "price,weight"})
-    assert settings.numeric_columns == ("price", "weight")
+    assert settings.indexing.numeric_columns == ("price", "weight")
     with pytest.raises(ConfigError, match="query_crops must be one of"):
         Settings.from_env({"VSEARCH_QUERY_CROPS": "all"})
 
@@ -76,7 +76,10 @@ def test_every_finetune_option_is_a_finetune_flag():
     options = build(FinetuneOptions, args)
     assert (options.views, options.refit, options.batch_size) == (3, False, 16)
     # the training batch is not the embedding batch
-    assert settings_from(args, skip=("batch_size",)).batch_size == Settings().batch_size
+    assert (
+        settings_from(args, skip=("batch_size",)).indexing.batch_size
+        == Settings().indexing.batch_size
+    )
 
 
 def test_settings_flags_beat_the_environment(monkeypatch: pytest.MonkeyPatch):
@@ -84,7 +87,7 @@ def test_settings_flags_beat_the_environment(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("VSEARCH_WORKERS", "2")
     args = build_parser().parse_args(["index", "cat.csv", "--collection", "from-flag"])
     settings = settings_from(args)
-    assert (settings.collection, settings.workers) == ("from-flag", 2)
+    assert (settings.store.collection, settings.indexing.workers) == ("from-flag", 2)
 
 
 def test_settings_command_lists_every_setting_with_its_value_and_hides_the_token(
@@ -98,7 +101,23 @@ def test_settings_command_lists_every_setting_with_its_value_and_hides_the_token
     monkeypatch.setenv("VSEARCH_TOKEN", "root:secret")
     assert main(["settings", "--json"]) == 0
     rows = {r["setting"]: r for r in json.loads(capsys.readouterr().out)}
-    assert set(rows) == {f.name for f in dataclasses.fields(Settings)}
+    assert set(rows) == set(Settings().flat())
     assert rows["workers"]["value"] == 3 and rows["workers"]["variable"] == "VSEARCH_WORKERS"
     assert rows["token"]["value"] == "***"
+    assert (rows["uri"]["section"], rows["workers"]["section"]) == ("store", "indexing")
+    assert rows["uri"]["flag"] == "--uri" and rows["query_crops"]["flag"] == ""
     assert all(r["help"] for r in rows.values())  # every setting says what it means
+
+
+def test_help_groups_the_settings_flags_by_section():
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    groups = {
+        g.title: {a.option_strings[0] for a in g._group_actions if a.option_strings}
+        for g in sub.choices["index"]._action_groups
+    }
+    assert {"--uri", "--token", "--collection"} == groups["store"]
+    assert {"--model", "--pretrained", "--device", "--backend", "--precision"} == groups["model"]
+    assert {"--batch-size", "--workers", "--threads", "--allow-private-urls"} == groups["indexing"]
+    workers = next(a for a in sub.choices["index"]._actions if a.dest == "workers")
+    assert workers.help.endswith("(env VSEARCH_WORKERS)") and workers.default is None
+    assert "\nindexing:\n" in sub.choices["index"].format_help()  # the group's title
