@@ -161,8 +161,8 @@ def finetune_instance(
         },
         backgrounds=_pools(opts),
         seed=opts.seed,
-        max_pixels=settings.max_image_pixels,
-        allow_private=settings.allow_private_urls,
+        max_pixels=settings.indexing.max_image_pixels,
+        allow_private=settings.indexing.allow_private_urls,
     )
     sets, failed = cache_views(job, tower.bottom, Feed.of(base), tuning, listeners.images)
     timings["views"] = time.perf_counter() - t0
@@ -213,7 +213,7 @@ def finetune_instance(
 
 def _identity_model(base: Embedder, settings: Settings, opts: FinetuneOptions) -> tuple[Any, dict]:
     """The base's tower with a square linear head set to the identity: the base exactly."""
-    cfg = copy.deepcopy(base_model_cfg(base, settings.cache_dir))
+    cfg = copy.deepcopy(base_model_cfg(base, settings.model.cache_dir))
     cfg["embed_dim"] = base.torch_model.visual.trunk.num_features
     cfg["vision_cfg"].update(timm_proj="linear", timm_model_pretrained=False)
     cfg["text_cfg"] = copy.deepcopy(TEXT_PLACEHOLDER)

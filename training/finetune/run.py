@@ -123,7 +123,7 @@ def resolve_objective(
         id_column=opts.id_column,
         image_column=opts.image_column,
         numeric_columns=(),
-        allowed_roots=settings.allowed_roots,
+        allowed_roots=settings.indexing.allowed_roots,
     ).items
     if not items:
         raise CatalogError(f"catalog {source} has no usable images")
@@ -142,7 +142,7 @@ def finetune(
     progress: Progress | None = None,
     feature_progress: FeatureProgress | None = None,
 ) -> FinetuneReport:
-    """Fine-tune ``settings.model`` on the catalog at ``source``; write it to ``output``."""
+    """Fine-tune ``settings.model.model`` on the catalog at ``source``; write it to ``output``."""
     opts = options or FinetuneOptions()
     started = time.perf_counter()
     out = prepare_output(output, overwrite)
@@ -158,7 +158,7 @@ def finetune(
         opts.label_column,
         id_column=opts.id_column,
         image_column=opts.image_column,
-        allowed_roots=settings.allowed_roots,
+        allowed_roots=settings.indexing.allowed_roots,
     )
     pool, split = make_split(
         catalog,
@@ -174,7 +174,7 @@ def finetune(
             catalog.label_column,
             id_column=opts.id_column,
             image_column=opts.image_column,
-            allowed_roots=settings.allowed_roots,
+            allowed_roots=settings.indexing.allowed_roots,
         )
         pool, split, dropped = add_training_items(pool, split, extra, catalog)
         log.info(
@@ -185,7 +185,7 @@ def finetune(
         )
     check_answerable(catalog, pool, split)
     base = Embedder.from_settings(settings)
-    base_cfg = base_model_cfg(base, settings.cache_dir)
+    base_cfg = base_model_cfg(base, settings.model.cache_dir)
     trunk = TrunkFeatures.of(base)
     feats = extract(pool.items, trunk, settings, progress=feature_progress)
     for item_id, reason in feats.failed:

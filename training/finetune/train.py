@@ -262,7 +262,9 @@ def train_backbone(
     labels_np = label_ids(catalog.labels)
     prep = BatchPreprocess(feed.preprocess)
     decoder = catalog_decoder(
-        settings.max_image_pixels, feed.image_size, allow_private=settings.allow_private_urls
+        settings.indexing.max_image_pixels,
+        feed.image_size,
+        allow_private=settings.indexing.allow_private_urls,
     )
     dataset = ImageDataset([catalog.items[i].image for i in train], prep, decoder, augment=augment)
     objective = Objective(opts, len(set(catalog.labels)), device)
