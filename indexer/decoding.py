@@ -20,7 +20,7 @@ def catalog_decoder(
 ) -> Decoder:
     """Read, hash and decode catalog references within ``max_pixels``, at ``draft_size``.
 
-    allow_private: URLs may reach loopback/private hosts (``Settings.allow_private_urls``).
+    allow_private: URLs may reach loopback/private hosts (``Settings.indexing.allow_private_urls``).
     """
     read = functools.partial(read_image_bytes, allow_private=allow_private)
     return Decoder(read=read, max_pixels=max_pixels, draft_size=draft_size, digest=content_hash)

@@ -24,16 +24,16 @@ from search.errors import LockHeldError
 
 
 def lock_path(settings: Settings) -> Path:
-    """Where the lock for ``settings.collection`` on ``settings.uri`` lives."""
-    if settings.lock_dir:
-        base = Path(settings.lock_dir)
-    elif settings.is_lite:
-        base = Path(settings.uri).expanduser().resolve().parent
+    """Where the lock for ``settings.store.collection`` on ``settings.store.uri`` lives."""
+    if settings.store.lock_dir:
+        base = Path(settings.store.lock_dir)
+    elif settings.store.is_lite:
+        base = Path(settings.store.uri).expanduser().resolve().parent
     else:
-        base = Path(settings.cache_dir) / "locks"
-    identity = store_identity(settings.uri, is_lite=settings.is_lite)
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{identity}-{settings.collection}")[-80:]
-    digest = hashlib.sha256(f"{identity}|{settings.collection}".encode()).hexdigest()[:8]
+        base = Path(settings.model.cache_dir) / "locks"
+    identity = store_identity(settings.store.uri, is_lite=settings.store.is_lite)
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{identity}-{settings.store.collection}")[-80:]
+    digest = hashlib.sha256(f"{identity}|{settings.store.collection}".encode()).hexdigest()[:8]
     return base / f".vsearch-{slug}-{digest}.lock"
 
 

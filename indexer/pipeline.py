@@ -78,15 +78,15 @@ def run_index(
         source,
         id_column=options.id_column,
         image_column=options.image_column,
-        numeric_columns=settings.numeric_columns,
-        allowed_roots=settings.allowed_roots,
+        numeric_columns=settings.indexing.numeric_columns,
+        allowed_roots=settings.indexing.allowed_roots,
     )
     if options.shard is not None:
         catalog.items = [i for i in catalog.items if options.shard.owns(i.id)]
     embedder = embedder or Embedder.from_settings(settings)
     store = store or MilvusStore(settings)
     report = IndexReport(
-        alias=settings.collection, seen=len(catalog.items), dry_run=options.dry_run
+        alias=settings.store.collection, seen=len(catalog.items), dry_run=options.dry_run
     )
     report.row_errors = [Failure(e.where, e.reason) for e in catalog.errors]
     if options.write == "bulk" and store.is_lite_engine():
@@ -96,11 +96,11 @@ def run_index(
     shard = options.shard
     # shards of one collection may run side by side on one machine: one lock per shard
     with IndexLock(
-        settings.replace(collection=f"{settings.collection}#{shard}") if shard else settings
+        settings.replace(collection=f"{settings.store.collection}#{shard}") if shard else settings
     ):
         physical = target_collection(
             store,
-            settings.collection,
+            settings.store.collection,
             embedder.info,
             options.new_version,
             create=not options.dry_run,
@@ -113,11 +113,11 @@ def run_index(
         urls = [i.image for i in catalog.items if i.is_url]
         fetched = fetch_catalog_urls(
             urls,
-            settings.cache_dir,
-            retries=settings.retries,
-            backoff=settings.retry_backoff,
-            allow_private=settings.allow_private_urls,
-            max_pixels=settings.max_image_pixels,
+            settings.model.cache_dir,
+            retries=settings.store.retries,
+            backoff=settings.store.retry_backoff,
+            allow_private=settings.indexing.allow_private_urls,
+            max_pixels=settings.indexing.max_image_pixels,
         )
         plan = make_plan(
             catalog.items, stored, fetched, keep=catalog.protected_ids, may_delete=catalog.complete
@@ -136,7 +136,7 @@ def run_index(
         )
         if options.dry_run:
             _report_plan(plan, report, refusal)
-            report.live = exists and store.resolve(settings.collection) == physical
+            report.live = exists and store.resolve(settings.store.collection) == physical
         else:
             run = _Run(
                 settings,
@@ -149,7 +149,7 @@ def run_index(
             )
             _stage(run, options, plan)
             _apply(run, plan)
-            _make_live_if_first(store, settings.collection, physical, report)
+            _make_live_if_first(store, settings.store.collection, physical, report)
         report.count = store.count(physical) if exists else 0
     report.seconds = time.perf_counter() - started
     log.debug("%s", report.summary())  # the CLI prints it (once)
@@ -162,7 +162,9 @@ def _guard_deletions(
     """Raise :class:`SafetyRefusal` for a mass deletion; a dry run gets the reason back."""
     if options.force_delete:
         return ""
-    reason = deletion_refusal(plan, stored, seen, settings.max_delete_fraction, settings.collection)
+    reason = deletion_refusal(
+        plan, stored, seen, settings.indexing.max_delete_fraction, settings.store.collection
+    )
     if reason and not options.dry_run:
         raise SafetyRefusal(reason)
     return reason
@@ -287,7 +289,9 @@ def _local_batches(run: _Run, refs: list[str]) -> Iterator[Embedded]:
     )
     draft = embedder.info.image_size if tuning.draft else None
     decoder = catalog_decoder(
-        run.settings.max_image_pixels, draft, allow_private=run.settings.allow_private_urls
+        run.settings.indexing.max_image_pixels,
+        draft,
+        allow_private=run.settings.indexing.allow_private_urls,
     )
     dataset = ImageDataset(refs, prep, decoder, raw_jpeg=tuning.device_decode)
     loader = make_loader(

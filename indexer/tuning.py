@@ -67,9 +67,9 @@ def choose(settings: Settings, device: str) -> Tuning:
     """Settings win when set; otherwise the measured default for ``device``."""
     base = device_defaults(device)
     return Tuning(
-        batch_size=settings.batch_size or base.batch_size,
-        workers=base.workers if settings.workers < 0 else settings.workers,
-        threads=settings.threads or base.threads,
+        batch_size=settings.indexing.batch_size or base.batch_size,
+        workers=base.workers if settings.indexing.workers < 0 else settings.indexing.workers,
+        threads=settings.indexing.threads or base.threads,
         draft=base.draft,
         batched_preprocess=base.batched_preprocess,
         async_writes=base.async_writes,

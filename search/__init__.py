@@ -4,7 +4,7 @@ Typical use::
 
     from search import Searcher, Settings, Range
 
-    searcher = Searcher(Settings(uri="./data/vsearch.db"))
+    searcher = Searcher(Settings.of(uri="./data/vsearch.db"))
     for match in searcher.similar("query.jpg", limit=5, filters={"price": Range(max=50)}):
         print(match.id, match.score, match.metadata.get("title"))
 """

@@ -10,7 +10,7 @@ ran slower per image than batch 4 (docs/benchmarks.md). Serving large blocks fro
 (``M_TRIM_THRESHOLD``) reuses the same pages batch after batch.
 
 The setting is process-wide and irreversible, so it applies once, when a model is loaded on
-the CPU (:class:`search.embedder.Embedder`); ``Settings.malloc_tuning`` (env
+the CPU (:class:`search.embedder.Embedder`); ``Settings.model.malloc_tuning`` (env
 ``VSEARCH_MALLOC_TUNING=0``) leaves the allocator alone: ``Embedder.from_settings`` passes it
 to :func:`allow`. On a libc other than glibc it does nothing.
 """
@@ -33,7 +33,7 @@ _allowed = True
 
 
 def allow(enabled: bool) -> None:
-    """Whether a model loaded from now on may tune the allocator (``Settings.malloc_tuning``)."""
+    """Whether a model loaded from now on may tune the allocator (``Settings.model.malloc_tuning``)."""
     global _allowed
     _allowed = enabled
 

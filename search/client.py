@@ -2,7 +2,7 @@
 
 Switch a script between local and remote by changing one line::
 
-    searcher = Searcher(Settings(uri="./data/vsearch.db"))          # in process
+    searcher = Searcher(Settings.of(uri="./data/vsearch.db"))       # in process
     searcher = RemoteSearcher("http://127.0.0.1:7860", auth=("u", "p"))  # over HTTP
 
 Same method names, the same :class:`~search.types.Match` results, and the same

@@ -149,17 +149,17 @@ class Embedder:
         cls, settings: Settings, model: str | None = None, pretrained: str | None = None
     ) -> Embedder:
         """The one way an embedder is built from settings (``model``: another model than
-        ``settings.model``, e.g. the one a collection records, with the same device,
+        ``settings.model.model``, e.g. the one a collection records, with the same device,
         precision, backend and threads)."""
-        allocator.allow(settings.malloc_tuning)
+        allocator.allow(settings.model.malloc_tuning)
         return cls(
-            settings.model if model is None else model,
-            settings.pretrained if pretrained is None else pretrained,
-            device=settings.device,
-            precision=settings.precision,
-            cache_dir=settings.cache_dir,
-            backend=settings.backend,
-            threads=settings.threads,
+            settings.model.model if model is None else model,
+            settings.model.pretrained if pretrained is None else pretrained,
+            device=settings.model.device,
+            precision=settings.model.precision,
+            cache_dir=settings.model.cache_dir,
+            backend=settings.model.backend,
+            threads=settings.indexing.threads,
         )
 
     # -- choosing and loading a backend -------------------------------------------------

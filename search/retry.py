@@ -70,7 +70,7 @@ def short(exc: BaseException) -> str:
 
 
 def retrying(settings: Settings, what: str, log: logging.Logger) -> Retrying:
-    """A tenacity loop: ``settings.retries`` retries of transient failures, then re-raise."""
+    """A tenacity loop: ``settings.store.retries`` retries of transient failures, then re-raise."""
 
     def announce(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -79,9 +79,9 @@ def retrying(settings: Settings, what: str, log: logging.Logger) -> Retrying:
         reason = short(exc) if exc else "?"
         log.warning("%s (%s); retry %d in %.1fs", doing, reason, state.attempt_number, delay)
 
-    backoff = max(0.0, settings.retry_backoff)
+    backoff = max(0.0, settings.store.retry_backoff)
     return Retrying(
-        stop=stop_after_attempt(max(1, settings.retries + 1)),
+        stop=stop_after_attempt(max(1, settings.store.retries + 1)),
         wait=wait_exponential(multiplier=backoff, exp_base=2, min=backoff, max=backoff * 64),
         retry=retry_if_exception(transient),
         before_sleep=announce,

@@ -51,7 +51,7 @@ def build_schema(model: ModelInfo, record: str) -> Any:
 
 def vector_index(client: Any, settings: Settings) -> Any:
     """Index parameters for the vector field, from settings (HNSW by default)."""
-    s = settings
+    s = settings.store
     params: dict[str, Any] = {}
     if s.index_type.startswith("HNSW"):
         params = {"M": s.hnsw_m, "efConstruction": s.hnsw_ef_construction}

@@ -40,7 +40,7 @@ MAX_GROUP_FETCH = 400
 
 
 class Searcher:
-    """Nearest-neighbour queries over the live collection named by ``settings.collection``."""
+    """Nearest-neighbour queries over the live collection named by ``settings.store.collection``."""
 
     def __init__(
         self,
@@ -60,14 +60,14 @@ class Searcher:
     def _live(self) -> tuple[str, ModelInfo]:
         """The physical collection behind the alias and its model.
 
-        Re-resolved at most every ``settings.alias_ttl`` seconds (two metadata calls per query
+        Re-resolved at most every ``settings.search.alias_ttl`` seconds (two metadata calls per query
         otherwise), so a promotion reaches a running server within that time, no restart.
         """
         cached = self._live_cache
         now = time.monotonic()
-        if cached is not None and now - cached[0] < self.settings.alias_ttl:
+        if cached is not None and now - cached[0] < self.settings.search.alias_ttl:
             return cached[1], cached[2]
-        physical = self.store.require(self.settings.collection)
+        physical = self.store.require(self.settings.store.collection)
         model = self.store.provenance(physical)
         if model is None:
             raise ProvenanceMismatch(f"collection {physical!r} has no vsearch provenance")
@@ -127,7 +127,7 @@ class Searcher:
     ) -> list[Match]:
         """Catalog items most similar to a photo (PIL image, bytes or path).
 
-        With ``settings.query_crops`` "nine" (or "five") the photo is searched whole and as
+        With ``settings.search.query_crops`` "nine" (or "five") the photo is searched whole and as
         crops; each item scores its best match over them (see :mod:`search.query_crops`).
         group_by: a metadata key (or keys, the first present wins) such as ``product``:
         one :class:`ProductMatch` per product instead of one hit per photo.
@@ -135,15 +135,19 @@ class Searcher:
         physical, model = self._live()
         embedder = self.embedder_for(model)
         kw = {"group_by": group_by}
-        if self.settings.query_crops == "none":  # decoded here: the settings' pixel limit
+        if self.settings.search.query_crops == "none":  # decoded here: the settings' pixel limit
             size = embedder.info.image_size
-            img = open_image(image, max_pixels=self.settings.max_image_pixels, draft_size=size)
+            img = open_image(
+                image, max_pixels=self.settings.indexing.max_image_pixels, draft_size=size
+            )
             vector = embedder.embed_images([img])
             return self._search(physical, vector[0], limit, offset, filters, min_score, **kw)
-        smallest = min(side for side, _, _ in SCHEMES[self.settings.query_crops])
+        smallest = min(side for side, _, _ in SCHEMES[self.settings.search.query_crops])
         draft = int(embedder.info.image_size / smallest) + 1  # the smallest crop keeps detail
-        img = open_image(image, max_pixels=self.settings.max_image_pixels, draft_size=draft)
-        vectors = embedder.embed_images(crops(img, self.settings.query_crops))
+        img = open_image(
+            image, max_pixels=self.settings.indexing.max_image_pixels, draft_size=draft
+        )
+        vectors = embedder.embed_images(crops(img, self.settings.search.query_crops))
         return self._search(physical, vectors, limit, offset, filters, min_score, **kw)
 
     def similar_by_id(
@@ -163,7 +167,7 @@ class Searcher:
         physical, _ = self._live()
         rows = self.store.get(physical, [item_id], vectors=True)
         if not rows:
-            raise ItemNotFound(f"no item with id {item_id!r} in {self.settings.collection!r}")
+            raise ItemNotFound(f"no item with id {item_id!r} in {self.settings.store.collection!r}")
         vector = np.asarray(rows[0]["vector"], np.float32)
         exclude = f"(id != {quote(item_id)})"
         own = None
@@ -198,7 +202,7 @@ class Searcher:
         physical, _ = self._live()
         rows = self.store.get(physical, [item_id])
         if not rows:
-            raise ItemNotFound(f"no item with id {item_id!r} in {self.settings.collection!r}")
+            raise ItemNotFound(f"no item with id {item_id!r} in {self.settings.store.collection!r}")
         row = rows[0]
         return Match(row["id"], 1.0, row.get("image", ""), row.get("metadata") or {})
 
@@ -219,7 +223,7 @@ class Searcher:
         expr = compile_filters(filters)
         if extra:
             expr = f"{expr} and {extra}" if expr else extra
-        floor = self.settings.min_score if min_score is None else min_score
+        floor = self.settings.search.min_score if min_score is None else min_score
         if group_by:
             want = offset + limit
             fetch = min(max(MAX_GROUP_FETCH, want), want * GROUP_OVERFETCH)

@@ -74,8 +74,8 @@ class MilvusStore:
     def _connect(self) -> Any:
         from pymilvus import MilvusClient
 
-        uri = self.settings.uri
-        if self.settings.is_lite:
+        uri = self.settings.store.uri
+        if self.settings.store.is_lite:
             Path(uri).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
             uri = str(Path(uri).expanduser().resolve())
             # Lite opens in process: a lock held by another process, or a damaged database,
@@ -85,34 +85,34 @@ class MilvusStore:
             check_lite_store(uri)
             try:
                 with capture_lite_open() as failure:
-                    return MilvusClient(uri=uri, token=self.settings.token or "", timeout=30)
+                    return MilvusClient(uri=uri, token=self.settings.store.token or "", timeout=30)
             except Exception as exc:
                 raise self._lite_open_error(failure, exc) from exc
         # A server that is restarting gets the same bounded retries as any call.
         try:
             for attempt in retrying(self.settings, "connect", log):
                 with attempt:
-                    return MilvusClient(uri=uri, token=self.settings.token or "", timeout=30)
+                    return MilvusClient(uri=uri, token=self.settings.store.token or "", timeout=30)
         except Exception as exc:
             raise StoreError(
-                f"cannot connect to Milvus at {self.settings.uri}: {short(exc)}"
+                f"cannot connect to Milvus at {self.settings.store.uri}: {short(exc)}"
             ) from exc
         raise AssertionError("unreachable")
 
     def _lite_open_error(self, failure: LiteOpenFailure, exc: Exception) -> StoreError:
         if failure.locked:
-            return StoreLockedError(LITE_LOCKED_HINT.format(uri=self.settings.uri))
+            return StoreLockedError(LITE_LOCKED_HINT.format(uri=self.settings.store.uri))
         if failure.error is not None:
             return StoreError(
-                f"the Milvus Lite database {self.settings.uri} cannot be opened "
-                f"({failure.describe()}); {repair_hint(self.settings.uri)}"
+                f"the Milvus Lite database {self.settings.store.uri} cannot be opened "
+                f"({failure.describe()}); {repair_hint(self.settings.store.uri)}"
             )
-        return StoreError(f"cannot open Milvus Lite at {self.settings.uri}: {short(exc)}")
+        return StoreError(f"cannot open Milvus Lite at {self.settings.store.uri}: {short(exc)}")
 
     def is_lite_engine(self) -> bool:
         """Whether the store is Milvus Lite (embedded, or its server): filters run in Python,
         one row at a time, so their cost grows with rows x clauses."""
-        if self.settings.is_lite:
+        if self.settings.store.is_lite:
             return True
         if self._engine is None:
             try:
@@ -143,8 +143,8 @@ class MilvusStore:
         except VSearchError:
             raise
         except Exception as exc:
-            if self.settings.is_lite:  # a damaged file is named with its repair, not echoed
-                check_lite_store(self.settings.uri)
+            if self.settings.store.is_lite:  # a damaged file is named with its repair, not echoed
+                check_lite_store(self.settings.store.uri)
             raise StoreError(f"Milvus {what} failed: {short(exc)}") from exc
         raise AssertionError("unreachable")
 
@@ -171,17 +171,17 @@ class MilvusStore:
         if physical is not None and physical != name and not self.exists(physical):
             raise StoreError(
                 f"alias {name!r} points to {physical!r}, which is missing from "
-                f"{self.settings.uri}; {repair_hint(self.settings.uri)}"
+                f"{self.settings.store.uri}; {repair_hint(self.settings.store.uri)}"
             )
         if physical is None:
             raise CollectionNotFound(
-                f"collection {name!r} does not exist at {self.settings.uri}; "
+                f"collection {name!r} does not exist at {self.settings.store.uri}; "
                 "index a catalog first (vsearch index SOURCE)"
             )
         return physical
 
     def create(self, name: str, model: ModelInfo) -> None:
-        record = provenance_record(model, self.settings.metric)
+        record = provenance_record(model, self.settings.store.metric)
         schema = build_schema(model, record)
         index = vector_index(self.client, self.settings)
         self._call(
@@ -236,8 +236,8 @@ class MilvusStore:
     def ensure_loaded(self, name: str) -> None:
         if name in self._loaded:
             return
-        if self.settings.is_lite:  # a damaged embedded store must not read as empty
-            check_lite_collection(self.settings.uri, name)
+        if self.settings.store.is_lite:  # a damaged embedded store must not read as empty
+            check_lite_collection(self.settings.store.uri, name)
         self._call("load_collection", self.client.load_collection, name)
         self._loaded.add(name)
 
@@ -291,7 +291,7 @@ class MilvusStore:
     def upsert(self, name: str, rows: Sequence[dict[str, Any]]) -> int:
         """Upsert rows in chunks sized well under Milvus's request limit."""
         done = 0
-        for chunk in _chunks_by_bytes(rows, self.settings.upsert_bytes):
+        for chunk in _chunks_by_bytes(rows, self.settings.store.upsert_bytes):
             self._call("upsert", self.client.upsert, name, chunk)
             done += len(chunk)
         return done
@@ -352,9 +352,9 @@ class MilvusStore:
         filter: str = "",
     ) -> list[list[Match]]:
         self.ensure_loaded(name)
-        params: dict[str, Any] = {"metric_type": self.settings.metric, "params": {}}
-        if self.settings.index_type.startswith("HNSW"):
-            params["params"]["ef"] = max(self.settings.search_ef, limit + offset)
+        params: dict[str, Any] = {"metric_type": self.settings.store.metric, "params": {}}
+        if self.settings.store.index_type.startswith("HNSW"):
+            params["params"]["ef"] = max(self.settings.store.search_ef, limit + offset)
         res = self._call(
             "search",
             self.client.search,
@@ -365,7 +365,7 @@ class MilvusStore:
             filter=filter,
             output_fields=OUTPUT_FIELDS,
             search_params=params,
-            consistency_level=self.settings.search_consistency,
+            consistency_level=self.settings.store.search_consistency,
         )
         return [[_to_match(hit) for hit in hits] for hits in res]
 

@@ -174,7 +174,7 @@ class ShopApp:
             hidden = gr.update(visible=False)
             return "", "", None, hidden, hidden, "", gr.skip()
         try:
-            photo = load_query_photo(path, self.searcher.settings.max_image_pixels)
+            photo = load_query_photo(path, self.searcher.settings.indexing.max_image_pixels)
         except VSearchError as exc:
             raise gr.Error(friendly(exc)) from None
         finally:
@@ -265,7 +265,7 @@ class ShopApp:
         if photo is None:
             raise gr.Error("Upload, paste or take a photo first.")
         try:
-            img = load_query_photo(photo, self.searcher.settings.max_image_pixels)
+            img = load_query_photo(photo, self.searcher.settings.indexing.max_image_pixels)
         except VSearchError as exc:
             raise gr.Error(friendly(exc)) from None
         finally:

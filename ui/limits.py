@@ -59,7 +59,7 @@ class SearchLimits:
         Cached for :data:`FIELDS_TTL_S`, and re-read at once after a promotion.
         """
         store = self.searcher.store
-        physical = store.require(self.searcher.settings.collection)
+        physical = store.require(self.searcher.settings.store.collection)
         now = time.monotonic()
         with self._lock:
             cached = self._cache

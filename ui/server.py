@@ -64,7 +64,7 @@ def build_app(
         footer_links=["api"],
         theme=gr.themes.Default(),
         css=CSS,
-        js=shrink_js(service.searcher.settings.max_image_pixels, options.max_upload_bytes),
+        js=shrink_js(service.searcher.settings.indexing.max_image_pixels, options.max_upload_bytes),
         ssr_mode=False,
         server_name=options.host,
         server_port=options.port,

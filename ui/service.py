@@ -138,12 +138,12 @@ class CatalogService:
 
     @property
     def collection(self) -> str:
-        return self.searcher.settings.collection
+        return self.searcher.settings.store.collection
 
     @property
     def min_score(self) -> float:
         floor = self.options.min_score
-        return self.searcher.settings.min_score if floor is None else floor
+        return self.searcher.settings.search.min_score if floor is None else floor
 
     def calibration(self) -> calib.Calibration | None:
         """The live collection's stored calibration (read once per physical collection)."""
@@ -180,7 +180,7 @@ class CatalogService:
         if self.options.min_score is not None:
             return self.options.min_score
         cal = self.calibration()
-        return cal.floor if cal is not None else self.searcher.settings.min_score
+        return cal.floor if cal is not None else self.searcher.settings.search.min_score
 
     def status(self) -> Status:
         """The live collection, its model and size; a readable error when unusable."""

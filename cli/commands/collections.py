@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
         if not args.name:
             raise ConfigError("collections drop needs a collection name")
-        drop_collection(store, settings.collection, args.name)
+        drop_collection(store, settings.store.collection, args.name)
         print(f"dropped {args.name}")
         return 0
     infos = store.collections()
@@ -85,7 +85,7 @@ def run_promote(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     result = promote(
         MilvusStore(settings),
-        settings.collection,
+        settings.store.collection,
         args.name,
         force=args.force,
         allow_worse=args.allow_worse,

@@ -121,7 +121,7 @@ def _task(args: argparse.Namespace, settings: Settings) -> str:
         id_column=args.id_column,
         image_column=args.image_column,
         numeric_columns=(),
-        allowed_roots=settings.allowed_roots,
+        allowed_roots=settings.indexing.allowed_roots,
     ).items
     return choose_task(items, args.label_column)
 

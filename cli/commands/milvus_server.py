@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     data_dir = args.data_dir
     if not data_dir:
         settings = Settings.from_env()
-        data_dir = settings.uri if settings.is_lite else Settings().uri
+        data_dir = settings.store.uri if settings.store.is_lite else Settings().store.uri
     print(
         f"vsearch: serving {data_dir}; in every process set VSEARCH_URI="
         f"{lite_uri(args.host, args.port)}",

@@ -61,7 +61,9 @@ def check_query(args: argparse.Namespace, settings: Settings) -> bytes | None:
     if args.image is None:
         return None
     try:
-        open_image(args.image, max_pixels=settings.max_image_pixels, draft_size=CHECK_DRAFT)
+        open_image(
+            args.image, max_pixels=settings.indexing.max_image_pixels, draft_size=CHECK_DRAFT
+        )
         return Path(args.image).read_bytes()
     except OSError as exc:
         raise ImageError(f"query image {args.image}: cannot read file: {exc}") from exc
@@ -72,7 +74,7 @@ def check_query(args: argparse.Namespace, settings: Settings) -> bytes | None:
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     query_image = check_query(args, settings)
-    filters = parse_filter_args(args.filter, settings.numeric_columns)
+    filters = parse_filter_args(args.filter, settings.indexing.numeric_columns)
     embedder = Embedder.from_settings(settings) if args.model else None
     searcher = Searcher(settings, embedder=embedder)
     kw = {

@@ -192,11 +192,11 @@ class RayEngine:
         )
         draft = emb.info.image_size if tuning.draft else None
         spec = {
-            "model": self.settings.model,
-            "pretrained": self.settings.pretrained,
+            "model": self.settings.model.model,
+            "pretrained": self.settings.model.pretrained,
             "device": plan["device"],
-            "precision": self.settings.precision,
-            "cache_dir": self.settings.cache_dir,
+            "precision": self.settings.model.precision,
+            "cache_dir": self.settings.model.cache_dir,
             "backend": emb.backend,
             "threads": plan["threads"] or tuning.threads,
         }
@@ -213,9 +213,9 @@ class RayEngine:
             fn_kwargs={
                 "prep": prep,
                 "decoder": catalog_decoder(
-                    self.settings.max_image_pixels,
+                    self.settings.indexing.max_image_pixels,
                     draft,
-                    allow_private=self.settings.allow_private_urls,
+                    allow_private=self.settings.indexing.allow_private_urls,
                 ),
                 "size": prep.size or emb.info.image_size,
             },

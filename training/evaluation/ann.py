@@ -55,7 +55,7 @@ def ann_vs_exact(
     """Index recall@k against brute force over the collection behind ``alias``."""
     collection = store.require(alias)
     ids, vectors = stored_vectors(store, collection)
-    s = store.settings
+    s = store.settings.store
     if len(ids) < 2:
         raise CatalogError(f"collection {collection!r} holds {len(ids)} items; nothing to compare")
     rng = np.random.default_rng(seed)

@@ -163,7 +163,7 @@ def extract(
     cache has seen is known by its content hash without reading it; the others are read,
     hashed and decoded in one pass by the indexer's decode workers.
     """
-    cache = _Cache(Path(settings.cache_dir), extractor.key) if use_cache else None
+    cache = _Cache(Path(settings.model.cache_dir), extractor.key) if use_cache else None
     known, seen = cache.load() if cache else ({}, {})
     signatures = ["" if i.is_url else f"{i.image}|{file_signature(i.image)}" for i in items]
     hashes: list[str | None] = [seen.get(sig) if sig else None for sig in signatures]
@@ -212,7 +212,9 @@ def _run(
     torch.set_num_threads(tuning.threads)
     prep = BatchPreprocess(feed.preprocess)
     decoder = catalog_decoder(
-        settings.max_image_pixels, feed.image_size, allow_private=settings.allow_private_urls
+        settings.indexing.max_image_pixels,
+        feed.image_size,
+        allow_private=settings.indexing.allow_private_urls,
     )
     dataset = ImageDataset([items[n].image for n in todo], prep, decoder)
     loader = make_loader(

@@ -160,7 +160,7 @@ def evaluate_instance(
     *,
     progress: Progress | None = None,
 ) -> InstanceEvalReport:
-    """Evaluate each model (default: ``settings.model``) on "find this product".
+    """Evaluate each model (default: ``settings.model.model``) on "find this product".
 
     ``options.label_column`` names the product groups (items of a group answer each other).
     """
@@ -173,7 +173,7 @@ def evaluate_instance(
         id_column=o.id_column,
         image_column=o.image_column,
         numeric_columns=(),
-        allowed_roots=settings.allowed_roots,
+        allowed_roots=settings.indexing.allowed_roots,
     ).items
     if not items:
         raise CatalogError(f"catalog {source} has no usable images")
@@ -187,7 +187,7 @@ def evaluate_instance(
     report = InstanceEvalReport(
         str(source), len(items), int(test.size), views, holdout, seed, pools.source
     )
-    for spec in models or [settings.model]:
+    for spec in models or [settings.model.model]:
         t0 = time.perf_counter()
         embedder = load_embedder(spec, settings)
         step = (lambda d, t, s=spec: progress(s, d, t)) if progress else None
@@ -197,8 +197,8 @@ def evaluate_instance(
             {"clean": (range(len(items)), 1), "eval": (test, views)},
             backgrounds={"eval": pools.eval},
             seed=seed,
-            max_pixels=settings.max_image_pixels,
-            allow_private=settings.allow_private_urls,
+            max_pixels=settings.indexing.max_image_pixels,
+            allow_private=settings.indexing.allow_private_urls,
             dtype=torch.float32,
         )
         sets, failed = cache_views(
@@ -206,7 +206,9 @@ def evaluate_instance(
             lambda pixels, e=embedder: torch.from_numpy(e.embed_tensors(pixels)),
             Feed.of(embedder),
             Tuning(
-                batch_size=settings.batch_size or 8, workers=max(0, settings.workers), threads=0
+                batch_size=settings.indexing.batch_size or 8,
+                workers=max(0, settings.indexing.workers),
+                threads=0,
             ),
             step,
         )

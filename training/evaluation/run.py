@@ -34,7 +34,7 @@ parse_model = split_model_spec  # "builtin:X", "local-dir:PATH", "hf-hub:R", "NA
 
 
 def load_embedder(spec: str, settings: Settings) -> Embedder:
-    name, pretrained = parse_model(spec, settings.pretrained)
+    name, pretrained = parse_model(spec, settings.model.pretrained)
     return Embedder.from_settings(settings, name, pretrained)
 
 
@@ -90,14 +90,14 @@ def evaluate(
     *,
     progress: Progress | None = None,
 ) -> EvalReport:
-    """Evaluate each model (default: ``settings.model``) on the catalog at ``source``."""
+    """Evaluate each model (default: ``settings.model.model``) on the catalog at ``source``."""
     o = options or EvalOptions()
     catalog = load_labelled(
         source,
         o.label_column,
         id_column=o.id_column,
         image_column=o.image_column,
-        allowed_roots=settings.allowed_roots,
+        allowed_roots=settings.indexing.allowed_roots,
     )
     questions = Questions(
         catalog, holdout_mask(catalog.ids, o.holdout, o.seed), Cutoffs(tuple(o.ks))
@@ -110,7 +110,7 @@ def evaluate(
         holdout=o.holdout,
         seed=o.seed,
     )
-    for spec in models or [settings.model]:
+    for spec in models or [settings.model.model]:
         embedder = load_embedder(spec, settings)
         step = (lambda d, t, s=spec: progress(s, d, t)) if progress else None
         report.models.append(
@@ -122,11 +122,11 @@ def evaluate(
 def evaluate_index(
     settings: Settings, *, k: int = 10, queries: int = 200, seed: int = 0
 ) -> AnnResult:
-    """ANN-vs-exact recall of the live collection named by ``settings.collection``."""
+    """ANN-vs-exact recall of the live collection named by ``settings.store.collection``."""
     from search.store import MilvusStore
 
     store = MilvusStore(settings)
     try:
-        return ann_vs_exact(store, settings.collection, k=k, queries=queries, seed=seed)
+        return ann_vs_exact(store, settings.store.collection, k=k, queries=queries, seed=seed)
     finally:
         store.close()
