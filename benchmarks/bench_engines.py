@@ -33,7 +33,7 @@ OUT = Path("docs/bench/engines.json")
 def _settings(store: Path, cache: Path) -> Any:
     from search.config import Settings
 
-    return Settings(
+    return Settings.of(
         uri=str(store / "vsearch.db"),
         cache_dir=str(cache),
         device="cpu",
@@ -79,7 +79,9 @@ def child_stages(manifest: Path, cache: Path, n: int) -> dict[str, Any]:
     prep = BatchPreprocess(emb.preprocess, fast_resize=tuning.fast_resize)
     with manifest.open(newline="") as fh:
         refs = [str(manifest.parent / r["image"]) for r in list(csv.DictReader(fh))[:n]]
-    ds = ImageDataset(refs, prep, catalog_decoder(settings.max_image_pixels, emb.info.image_size))
+    ds = ImageDataset(
+        refs, prep, catalog_decoder(settings.indexing.max_image_pixels, emb.info.image_size)
+    )
     t0 = time.perf_counter()
     crops = [ds[i][1] for i in range(len(refs))]
     decode = (time.perf_counter() - t0) / len(refs)
@@ -127,7 +129,7 @@ def write_paths(uri: str, bulk_dir: Path, rows: int, dim: int = 1280) -> list[di
     ]
     out = []
     for how in ("upsert", "bulk"):
-        store = MilvusStore(Settings(uri=uri))
+        store = MilvusStore(Settings.of(uri=uri))
         name = f"benchwrites_{how}_{int(time.time())}"
         store.create(name, model)
         t0 = time.perf_counter()

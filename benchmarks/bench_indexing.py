@@ -139,7 +139,7 @@ def index_rate(manifest: Path, embedder: Any, tuning: Any, tmp: Path, tag: str) 
     from indexer.pipeline import IndexOptions, run_index
     from search.config import Settings
 
-    settings = Settings(
+    settings = Settings.of(
         uri=str(tmp / f"{tag}-{time.monotonic_ns()}.db"),
         device=embedder.device,
         lock_dir=str(tmp / "locks"),
@@ -183,7 +183,7 @@ def naive_rate(manifest: Path, embedder: Any, tmp: Path, limit: int) -> dict[str
     from search.store import MilvusStore
 
     torch.set_num_threads(common.cores())
-    settings = Settings(uri=str(tmp / f"naive-{time.monotonic_ns()}.db"), device=embedder.device)
+    settings = Settings.of(uri=str(tmp / f"naive-{time.monotonic_ns()}.db"), device=embedder.device)
     store = MilvusStore(settings)
     store.collections()  # open Lite before the clock starts, as for the indexer
     rows = list(csv.DictReader(manifest.open()))[:limit]

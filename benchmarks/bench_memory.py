@@ -65,7 +65,7 @@ def child_main(manifest: Path, uri: str, out: Path) -> None:
     from indexer.pipeline import run_index
     from search.config import Settings
 
-    settings = Settings(uri=uri, lock_dir=str(out.parent / "locks"), device="cpu")
+    settings = Settings.of(uri=uri, lock_dir=str(out.parent / "locks"), device="cpu")
     samples: list[tuple[float, int, int]] = []  # (progress, main kB, main + workers kB)
     progress = [0.0]
     stop = threading.Event()

@@ -224,7 +224,7 @@ def model_folder(cache_dir: str | None) -> Path:
         raise SystemExit(
             f"the peer comparison needs the built-in default model, not {DEFAULT_MODEL}"
         )
-    cache = Path(cache_dir) if cache_dir else Path(Settings().cache_dir)
+    cache = Path(cache_dir) if cache_dir else Path(Settings().model.cache_dir)
     return builtin_model_dir(cache, DEFAULT_MODEL.removeprefix("builtin:"))
 
 
@@ -234,7 +234,7 @@ def our_vectors(db: Path) -> tuple[dict[str, list[float]], str]:
     from search.config import Settings
     from search.store import MilvusStore
 
-    store = MilvusStore(Settings(uri=str(db)))
+    store = MilvusStore(Settings.of(uri=str(db)))
     try:
         name = store.require("catalog")
         ids = list(store.fingerprints(name))

@@ -110,7 +110,7 @@ def build_store(
     from search.config import Settings
     from search.store import MilvusStore
 
-    store = MilvusStore(Settings(uri=uri, **settings_kw))
+    store = MilvusStore(Settings.of(uri=uri, **settings_kw))
     if store.exists(name):
         store.drop(name)
     store.create(name, info)

@@ -166,7 +166,7 @@ def main() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     out: Path = args.out
-    settings = Settings(cache_dir=args.cache_dir or str(out / "cache"), device=args.device)
+    settings = Settings.of(cache_dir=args.cache_dir or str(out / "cache"), device=args.device)
     manifest = out / "catalog" / "catalog.csv"
     if not manifest.is_file():
         write_catalog(out / "catalog", train=args.train, test=args.test, seed=args.seed)

@@ -115,7 +115,7 @@ def product_catalog(root: Path, names: Sequence[str] = PHOTOS[:4], per_product: 
 
 def lite_settings(root: Path, cache_dir: Path) -> Settings:
     """Settings for a fresh Milvus Lite database under ``root`` (no retries: fail fast)."""
-    return Settings(
+    return Settings.of(
         uri=str(root / "milvus" / "test.db"),
         cache_dir=str(cache_dir),
         device="cpu",

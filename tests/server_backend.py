@@ -253,7 +253,7 @@ def drop_namespace(uri: str, prefix: str) -> None:
 
 def server_settings(uri: str, tmp_path: Path, cache_dir: Path) -> Settings:
     """Settings for a fresh namespace on a shared server: a unique collection alias."""
-    return Settings(
+    return Settings.of(
         uri=uri,
         collection=f"t{uuid.uuid4().hex[:12]}",
         cache_dir=str(cache_dir),
@@ -284,7 +284,7 @@ def backend(
     try:
         yield settings
     finally:
-        drop_namespace(server.uri, settings.collection)
+        drop_namespace(server.uri, settings.store.collection)
 
 
 @pytest.fixture(params=BACKENDS)

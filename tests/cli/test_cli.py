@@ -20,9 +20,9 @@ def _env(settings: Settings, **extra: str) -> dict[str, str]:
     # the user's shell, less any gRPC setting (the program's own default is under test)
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRPC_")}
     env.update(
-        VSEARCH_URI=settings.uri,
-        VSEARCH_CACHE_DIR=settings.cache_dir,
-        VSEARCH_LOCK_DIR=settings.lock_dir,
+        VSEARCH_URI=settings.store.uri,
+        VSEARCH_CACHE_DIR=settings.model.cache_dir,
+        VSEARCH_LOCK_DIR=settings.store.lock_dir,
         VSEARCH_WORKERS="0",
         HF_HUB_OFFLINE="1",
     )

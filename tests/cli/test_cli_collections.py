@@ -11,8 +11,8 @@ from search.store import MilvusStore
 @pytest.fixture
 def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """Point the in-process CLI at this test's Lite database."""
-    monkeypatch.setenv("VSEARCH_URI", settings.uri)
-    monkeypatch.setenv("VSEARCH_LOCK_DIR", settings.lock_dir)
+    monkeypatch.setenv("VSEARCH_URI", settings.store.uri)
+    monkeypatch.setenv("VSEARCH_LOCK_DIR", settings.store.lock_dir)
     return settings
 
 

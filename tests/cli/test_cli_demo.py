@@ -15,9 +15,9 @@ from search.store import MilvusStore
 @pytest.fixture
 def demo_env(settings: Settings, embedder, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """The in-process CLI on this test's Lite database, the session's model, 3 products."""
-    monkeypatch.setenv("VSEARCH_URI", settings.uri)
-    monkeypatch.setenv("VSEARCH_CACHE_DIR", settings.cache_dir)
-    monkeypatch.setenv("VSEARCH_LOCK_DIR", settings.lock_dir)
+    monkeypatch.setenv("VSEARCH_URI", settings.store.uri)
+    monkeypatch.setenv("VSEARCH_CACHE_DIR", settings.model.cache_dir)
+    monkeypatch.setenv("VSEARCH_LOCK_DIR", settings.store.lock_dir)
     monkeypatch.setenv("VSEARCH_DEVICE", "cpu")
     monkeypatch.setenv("VSEARCH_WORKERS", "0")
     monkeypatch.setattr(Embedder, "from_settings", classmethod(lambda cls, s: embedder))

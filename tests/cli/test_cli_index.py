@@ -16,9 +16,9 @@ from tests.helpers import write_folder
 def cli_env(settings: Settings, embedder, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """The in-process CLI on this test's Lite database, with the session's loaded model."""
     for key, value in {
-        "VSEARCH_URI": settings.uri,
-        "VSEARCH_CACHE_DIR": settings.cache_dir,
-        "VSEARCH_LOCK_DIR": settings.lock_dir,
+        "VSEARCH_URI": settings.store.uri,
+        "VSEARCH_CACHE_DIR": settings.model.cache_dir,
+        "VSEARCH_LOCK_DIR": settings.store.lock_dir,
         "VSEARCH_DEVICE": "cpu",
         "VSEARCH_WORKERS": "0",
     }.items():

@@ -24,9 +24,9 @@ time.sleep(120)
 @pytest.fixture
 def held_database(settings: Settings) -> Iterator[Settings]:
     """A second process that opened this test's Lite database and keeps it."""
-    Path(settings.uri).parent.mkdir(parents=True, exist_ok=True)
+    Path(settings.store.uri).parent.mkdir(parents=True, exist_ok=True)
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, settings.uri],
+        [sys.executable, "-c", HOLDER, settings.store.uri],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -41,7 +41,9 @@ def held_database(settings: Settings) -> Iterator[Settings]:
 
 def _vsearch(args: list[str], settings: Settings) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRPC_")}
-    env.update(VSEARCH_URI=settings.uri, VSEARCH_LOCK_DIR=settings.lock_dir, HF_HUB_OFFLINE="1")
+    env.update(
+        VSEARCH_URI=settings.store.uri, VSEARCH_LOCK_DIR=settings.store.lock_dir, HF_HUB_OFFLINE="1"
+    )
     return subprocess.run(
         [sys.executable, "-m", "cli.main", *args],
         env=env,
@@ -55,9 +57,9 @@ def test_held_lite_database_prints_one_line_and_the_traceback_only_with_v(
     held_database: Settings,
 ) -> None:
     message = (
-        f"vsearch: error: the Milvus Lite database {held_database.uri} is held by another "
+        f"vsearch: error: the Milvus Lite database {held_database.store.uri} is held by another "
         "process (Lite allows one process per database). To share it, run `vsearch "
-        f"milvus-server --data-dir {held_database.uri}` as its only opener and set "
+        f"milvus-server --data-dir {held_database.store.uri}` as its only opener and set "
         "VSEARCH_URI=http://127.0.0.1:19541 in every other process (indexer, UI); if that "
         "server already runs, just set VSEARCH_URI. Or use Milvus standalone "
         "(docs/deployment.md)."

@@ -16,9 +16,9 @@ from tests.helpers import product_catalog
 def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """Point the in-process CLI at this test's Lite database and model cache."""
     for key, value in {
-        "VSEARCH_URI": settings.uri,
-        "VSEARCH_CACHE_DIR": settings.cache_dir,
-        "VSEARCH_LOCK_DIR": settings.lock_dir,
+        "VSEARCH_URI": settings.store.uri,
+        "VSEARCH_CACHE_DIR": settings.model.cache_dir,
+        "VSEARCH_LOCK_DIR": settings.store.lock_dir,
         "VSEARCH_DEVICE": "cpu",
         "VSEARCH_WORKERS": "0",
     }.items():
@@ -59,7 +59,7 @@ def test_missing_or_broken_query_photo_fails_at_once_naming_the_file(
     folder.mkdir()
     assert main(["search", str(folder)]) == EXIT_USAGE
     assert f"query image {folder}: is a directory" in capsys.readouterr().err
-    assert not Path(cli_env.uri).exists()  # the database was never opened
+    assert not Path(cli_env.store.uri).exists()  # the database was never opened
 
 
 @pytest.mark.parametrize(

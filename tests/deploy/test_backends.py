@@ -79,7 +79,7 @@ def test_reindex_is_idempotent_and_changes_touch_only_those_items(
     store = MilvusStore(backend_settings)
     first = _index(catalog, backend_settings, embedder, store)
     assert (first.seen, first.added, first.embedded, first.count) == (8, 8, 8, 8)
-    assert first.live and store.resolve(backend_settings.collection) == first.collection
+    assert first.live and store.resolve(backend_settings.store.collection) == first.collection
     again = _index(catalog, backend_settings, embedder, store)
     assert (again.embedded, again.added, again.updated, again.deleted) == (0, 0, 0, 0)
     assert again.unchanged == 8 and again.count == 8
@@ -145,13 +145,13 @@ def test_provenance_refusal_on_model_mismatch(indexed: Indexed, embedder) -> Non
         store.check_model(indexed.collection, other)
     assert store.provenance(indexed.collection).key == embedder.info.key
     with pytest.raises(CollectionNotFound):
-        store.require(indexed.settings.collection + "_missing")
+        store.require(indexed.settings.store.collection + "_missing")
 
 
 def test_alias_promote_switches_live_collection(indexed: Indexed, embedder) -> None:
     """Blue is the shared indexed collection, under an alias of this test's own."""
     store, blue = indexed.store, indexed.collection
-    alias = f"{indexed.settings.collection}_promo"
+    alias = f"{indexed.settings.store.collection}_promo"
     store.set_alias(alias, blue)
     green = f"{alias}__green"
     store.create(green, embedder.info)
@@ -167,14 +167,14 @@ def test_alias_promote_switches_live_collection(indexed: Indexed, embedder) -> N
     assert alias not in store.aliases(blue)
     searcher = Searcher(indexed.settings.replace(collection=alias), store=store, embedder=embedder)
     assert searcher.info().name == green
-    assert store.resolve(indexed.settings.collection) == blue  # the shared alias is untouched
+    assert store.resolve(indexed.settings.store.collection) == blue  # the shared alias is untouched
     vec = np.asarray(rows[0]["vector"], np.float32)
     assert store.search(green, vec[None, :], limit=1)[0][0].id == rows[0]["id"]
 
 
 def test_set_alias_tolerates_a_parallel_creator(indexed: Indexed, embedder, monkeypatch) -> None:
     store = MilvusStore(indexed.settings)  # its own client: describe_alias is patched below
-    alias = f"{indexed.settings.collection}_parallel"
+    alias = f"{indexed.settings.store.collection}_parallel"
     blue, green = indexed.collection, f"{alias}__green"
     store.create(green, embedder.info)
     store.set_alias(alias, blue)  # done by "another shard" a moment ago

@@ -77,5 +77,5 @@ def test_bulk_import_builds_the_same_collection_as_upserts(
         again = run_index(manifest, bulk, IndexOptions(), embedder=embedder, store=b_store)
         assert (again.embedded, again.count) == (1, 8)
     finally:
-        drop_namespace(milvus_server.uri, bulk.collection)
-        drop_namespace(milvus_server.uri, upsert.collection)
+        drop_namespace(milvus_server.uri, bulk.store.collection)
+        drop_namespace(milvus_server.uri, upsert.store.collection)

@@ -36,14 +36,14 @@ def test_cron_wrapper_summaries_exit_codes_and_alerts(tmp_path: Path, cache_dir:
     catalog = tmp_path / "catalog"
     write_folder(catalog, ["chelsea", "coffee"], per_product=2)
     logs = tmp_path / "logs"
-    settings = Settings(uri=str(tmp_path / "db" / "v.db"), lock_dir=str(tmp_path / "locks"))
+    settings = Settings.of(uri=str(tmp_path / "db" / "v.db"), lock_dir=str(tmp_path / "locks"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("VSEARCH_")}
     env.update(
         HF_HUB_OFFLINE="1",
         VSEARCH_BIN=str(Path(sys.executable).with_name("vsearch")),
         VSEARCH_LOG_DIR=str(logs),
-        VSEARCH_URI=settings.uri,
-        VSEARCH_LOCK_DIR=settings.lock_dir,
+        VSEARCH_URI=settings.store.uri,
+        VSEARCH_LOCK_DIR=settings.store.lock_dir,
         VSEARCH_CACHE_DIR=str(cache_dir),
         VSEARCH_DEVICE="cpu",
         VSEARCH_WORKERS="0",

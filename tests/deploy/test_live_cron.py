@@ -108,9 +108,9 @@ def test_cron_indexing_next_to_live_api(tmp_path: Path, cache_dir: Path, embedde
         )
         # the database is owned by the server: opening it directly says what to do
         with pytest.raises(StoreLockedError, match="set VSEARCH_URI"):
-            MilvusStore(Settings(uri=str(db), retries=0)).exists("catalog")
+            MilvusStore(Settings.of(uri=str(db), retries=0)).exists("catalog")
         # the first build in this process: the job under test is the second one, below
-        settings = Settings(
+        settings = Settings.of(
             uri=uri, cache_dir=str(cache_dir), lock_dir=str(tmp_path / "locks"), device="cpu"
         )
         first = run_index(catalog, settings, embedder=embedder)

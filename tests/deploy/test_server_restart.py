@@ -18,7 +18,7 @@ def test_provenance_survives_server_restart(tmp_path: Path, embedder) -> None:
     base = tmp_path / "milvus"
     server = start_milvus_server(base, session_ttl=3)
     try:
-        settings = Settings(uri=server.uri, collection="restart", retries=0)
+        settings = Settings.of(uri=server.uri, collection="restart", retries=0)
         store = MilvusStore(settings)
         store.create("restart__v1", embedder.info)
         store.upsert(
@@ -41,7 +41,7 @@ def test_provenance_survives_server_restart(tmp_path: Path, embedder) -> None:
         server.stop()
     server = start_milvus_server(base, session_ttl=3)  # same data, fresh process
     try:
-        store = MilvusStore(Settings(uri=server.uri, collection="restart", retries=0))
+        store = MilvusStore(Settings.of(uri=server.uri, collection="restart", retries=0))
         recorded = store.provenance("restart__v1")
         assert recorded is not None and recorded.key == embedder.info.key
         store.check_model("restart__v1", embedder.info)

@@ -64,6 +64,6 @@ def test_sharded_runs_fill_one_collection_and_delete_only_their_own(
 
 
 def test_cli_refuses_a_bad_shard(tmp_path: Path, settings, capsys) -> None:
-    args = ["--quiet", "index", str(tmp_path), "--uri", settings.uri, "--shard", "3/2"]
+    args = ["--quiet", "index", str(tmp_path), "--uri", settings.store.uri, "--shard", "3/2"]
     assert main(args) == 2
     assert "shard 3/2: K must be between 1 and N" in capsys.readouterr().err

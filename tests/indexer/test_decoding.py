@@ -50,6 +50,6 @@ def test_private_urls_are_refused_unless_the_settings_allow_them(loopback_url: s
     refused = catalog_decoder(10_000_000, None)
     with pytest.raises(ImageError, match="refused"):
         refused(loopback_url)
-    allowed = Settings(allow_private_urls=True)
-    decoder = catalog_decoder(10_000_000, None, allow_private=allowed.allow_private_urls)
+    allowed = Settings.of(allow_private_urls=True)
+    decoder = catalog_decoder(10_000_000, None, allow_private=allowed.indexing.allow_private_urls)
     assert decoder(loopback_url).size == (64, 48)

@@ -129,7 +129,7 @@ def test_a_second_run_on_the_same_collection_is_locked_out(catalog, settings, em
 
 def test_the_lock_is_keyed_on_the_store_not_the_uri_spelling(tmp_path: Path) -> None:
     """127.0.0.1 and localhost (and ::1) name one server: one lock, two writers refused."""
-    base = Settings(uri="http://127.0.0.1:19777", lock_dir=str(tmp_path / "locks"))
+    base = Settings.of(uri="http://127.0.0.1:19777", lock_dir=str(tmp_path / "locks"))
     spellings = ["http://localhost:19777", "grpc://[::1]:19777", "https://LOCALHOST:19777/"]
     with IndexLock(base):
         for uri in spellings:
@@ -140,7 +140,7 @@ def test_the_lock_is_keyed_on_the_store_not_the_uri_spelling(tmp_path: Path) -> 
             pass
         with IndexLock(base.replace(collection="other")):
             pass
-    lite = Settings(uri=str(tmp_path / "data" / "x.db"), lock_dir=str(tmp_path / "locks"))
+    lite = Settings.of(uri=str(tmp_path / "data" / "x.db"), lock_dir=str(tmp_path / "locks"))
     (tmp_path / "data").mkdir()
     (tmp_path / "alias").symlink_to(tmp_path / "data")
     with IndexLock(lite):
@@ -182,13 +182,13 @@ def test_settings_from_env_and_overrides() -> None:
     s = Settings.from_env(
         {"VSEARCH_URI": "http://127.0.0.1:19530", "VSEARCH_BATCH_SIZE": "4"}, collection="x"
     )
-    assert (s.uri, s.batch_size, s.collection, s.is_lite) == (
+    assert (s.store.uri, s.indexing.batch_size, s.store.collection, s.store.is_lite) == (
         "http://127.0.0.1:19530",
         4,
         "x",
         False,
     )
-    assert Settings.from_env({}, model=None).model == "builtin:efficientnet-lite0"
+    assert Settings.from_env({}, model=None).model.model == "builtin:efficientnet-lite0"
 
 
 def test_a_forked_child_does_not_keep_the_index_lock(settings) -> None:

@@ -140,7 +140,7 @@ import json, os, sys
 from indexer.options import IndexOptions
 from indexer.pipeline import run_index
 from search.config import Settings
-settings = Settings(**json.loads(sys.argv[1]))
+settings = Settings.of(**json.loads(sys.argv[1]))
 def progress(done, total):
     print(f"progress {done} {total}", flush=True)
 report = run_index(sys.argv[2], settings, IndexOptions(engine="ray"), progress=progress)
@@ -173,7 +173,7 @@ def test_a_killed_ray_run_resumes_without_duplicates(
     settings = lite_settings(tmp_path / "store", cache_dir).replace(batch_size=4)
     fields = ("uri", "cache_dir", "device", "lock_dir", "retries", "workers", "threads")
     fields += ("batch_size", "model", "backend")
-    config = {f: getattr(settings, f) for f in fields if hasattr(settings, f)}
+    config = {f: v for f, v in settings.flat().items() if f in fields}
     config["backend"] = embedder.backend
     # A local Ray can fail to start on a loaded 2-core machine ("node timed out during
     # startup"): a driver that dies before any progress is started once more, and its

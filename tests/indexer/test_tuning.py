@@ -32,7 +32,7 @@ def test_cuda_defaults_use_big_batches_and_many_workers() -> None:
 
 
 def test_settings_override_the_device_defaults() -> None:
-    t = choose(Settings(batch_size=3, workers=0, threads=5), "cpu")
+    t = choose(Settings.of(batch_size=3, workers=0, threads=5), "cpu")
     assert (t.batch_size, t.workers, t.threads) == (3, 0, 5)
     auto = choose(Settings(), "cpu")
     assert auto == dataclasses.replace(device_defaults("cpu"))
@@ -85,7 +85,7 @@ def test_an_unknown_transform_runs_whole_per_image() -> None:
 
 
 def _vectors(settings: Settings, source: Path, embedder, tuning: Tuning, tag: str):
-    s = settings.replace(uri=str(Path(settings.uri).with_name(f"{tag}.db")), collection=tag)
+    s = settings.replace(uri=str(Path(settings.store.uri).with_name(f"{tag}.db")), collection=tag)
     report = run_index(source, s, IndexOptions(tuning=tuning), embedder=embedder)
     store = MilvusStore(s)
     rows = store.get(store.require(tag), sorted(r for r in _ids(source)), vectors=True)

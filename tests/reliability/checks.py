@@ -42,10 +42,10 @@ def assert_collection_equals_catalog(
     settings: Settings, manifest: Path, embedder: Any, store: MilvusStore | None = None
 ) -> None:
     """The live collection holds exactly the catalog: ids, hashes, vectors, no duplicates."""
-    catalog = load_catalog(manifest, numeric_columns=settings.numeric_columns)
+    catalog = load_catalog(manifest, numeric_columns=settings.indexing.numeric_columns)
     assert not catalog.errors
     store = store or MilvusStore(settings)
-    physical = store.require(settings.collection)
+    physical = store.require(settings.store.collection)
     rows = stored_rows(store, physical)
     counts = Counter(r["id"] for r in rows)
     dupes = {i: n for i, n in counts.items() if n > 1}
@@ -76,16 +76,16 @@ def vsearch_env(settings: Settings, **extra: str) -> dict[str, str]:
     env.update(
         HF_HUB_OFFLINE="1",
         PYTHONPATH=str(REPO),
-        VSEARCH_URI=settings.uri,
-        VSEARCH_CACHE_DIR=settings.cache_dir,
-        VSEARCH_LOCK_DIR=settings.lock_dir,
+        VSEARCH_URI=settings.store.uri,
+        VSEARCH_CACHE_DIR=settings.model.cache_dir,
+        VSEARCH_LOCK_DIR=settings.store.lock_dir,
         VSEARCH_DEVICE="cpu",
-        VSEARCH_WORKERS=str(max(0, settings.workers)),
-        VSEARCH_THREADS=str(settings.threads or 2),
-        VSEARCH_BATCH_SIZE=str(settings.batch_size or 2),
-        VSEARCH_RETRIES=str(settings.retries),
-        VSEARCH_RETRY_BACKOFF=str(settings.retry_backoff),
-        VSEARCH_COLLECTION=settings.collection,
+        VSEARCH_WORKERS=str(max(0, settings.indexing.workers)),
+        VSEARCH_THREADS=str(settings.indexing.threads or 2),
+        VSEARCH_BATCH_SIZE=str(settings.indexing.batch_size or 2),
+        VSEARCH_RETRIES=str(settings.store.retries),
+        VSEARCH_RETRY_BACKOFF=str(settings.store.retry_backoff),
+        VSEARCH_COLLECTION=settings.store.collection,
     )
     env.update(extra)
     return env

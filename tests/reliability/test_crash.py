@@ -69,11 +69,11 @@ def built_v1(
     """A Lite database holding v1, built once in this process (each test copies it: a copy
     carries no lock, so the crashing subprocess can own it)."""
     tmp = tmp_path_factory.mktemp("crash-template")
-    s = Settings(uri=str(tmp / "v1.db"), cache_dir=str(cache_dir), lock_dir=str(tmp / "locks"))
+    s = Settings.of(uri=str(tmp / "v1.db"), cache_dir=str(cache_dir), lock_dir=str(tmp / "locks"))
     s = s.replace(batch_size=2, workers=0, threads=2, retries=0)
     report = run_index(catalogs[0], s, embedder=embedder)
     assert report.ok and report.count == 12
-    return Path(s.uri)
+    return Path(s.store.uri)
 
 
 def _crash_then_recover(
@@ -106,7 +106,7 @@ def test_incremental_run_killed_then_rerun_is_exact(
     point: str, nth: int, catalogs, built_v1: Path, settings: Settings, tmp_path: Path, embedder
 ) -> None:
     s = _settings(settings, tmp_path)
-    shutil.copytree(built_v1, s.uri)
+    shutil.copytree(built_v1, s.store.uri)
     _crash_then_recover(s, catalogs[1], point, nth, embedder)
 
 

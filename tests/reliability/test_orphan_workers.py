@@ -60,7 +60,7 @@ def test_rerun_right_after_kill_9_finds_the_database_free(
     # and nothing it forked keeps the Lite database's lock or the index lock open (once, in
     # a full parallel run, the Lite lock was still held when the re-run came: the bound here
     # is generous and the message names the holder; the 2 s above is the fix's own check)
-    locks = (Path(s.uri).resolve() / "LOCK", lock_path(s).resolve())
+    locks = (Path(s.store.uri).resolve() / "LOCK", lock_path(s).resolve())
     deadline = time.monotonic() + 10
     while (held := _holders(locks)) and time.monotonic() < deadline:
         time.sleep(0.02)

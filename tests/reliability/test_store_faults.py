@@ -115,7 +115,7 @@ def test_mismatched_collection_is_refused_never_overwritten(
     else:  # a plain pymilvus collection; "forged" also carries a copy of our provenance
         store.client.create_collection(name, dimension=dim, id_type="string", max_length=64)
         if kind == "forged":
-            ours = {"schema": 1, "metric": s.metric, "model": embedder.info.to_dict()}
+            ours = {"schema": 1, "metric": s.store.metric, "model": embedder.info.to_dict()}
             store.client.alter_collection_properties(
                 name, properties={PROVENANCE_KEY: json.dumps(ours, sort_keys=True)}
             )

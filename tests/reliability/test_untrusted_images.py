@@ -199,8 +199,8 @@ from search.searcher import Searcher
 from indexer.pipeline import run_index
 
 root, cache, big = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]).read_bytes()
-settings = Settings(uri=str(root / "m.db"), cache_dir=cache, device="cpu",
-                    lock_dir=str(root / "locks"), retries=0, workers=0, threads=2)
+settings = Settings.of(uri=str(root / "m.db"), cache_dir=cache, device="cpu",
+                       lock_dir=str(root / "locks"), retries=0, workers=0, threads=2)
 embedder = Embedder("builtin:efficientnet-lite0", device="cpu", cache_dir=cache)
 run_index(root / "catalog", settings, embedder=embedder)
 searcher = Searcher(settings, embedder=embedder)

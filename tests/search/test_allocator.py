@@ -68,7 +68,7 @@ def test_the_switch_turns_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(allocator, "_allowed", True)
     monkeypatch.setenv("VSEARCH_MALLOC_TUNING", "0")
     settings = Settings.from_env()
-    assert settings.malloc_tuning is False  # a real boolean, not the string "0"
-    allocator.allow(settings.malloc_tuning)  # what Embedder.from_settings does
+    assert settings.model.malloc_tuning is False  # a real boolean, not the string "0"
+    allocator.allow(settings.model.malloc_tuning)  # what Embedder.from_settings does
     assert allocator.keep_freed_memory() is False
     assert allocator.keep_freed_memory() is False and calls == []

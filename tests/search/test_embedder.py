@@ -115,11 +115,11 @@ def test_from_settings_passes_backend_precision_and_threads(monkeypatch) -> None
         seen.update(kw, model=model, pretrained=pretrained)
 
     monkeypatch.setattr(Embedder, "__init__", record)
-    settings = Settings(backend="openvino", precision="bf16", threads=3, device="cpu")
+    settings = Settings.of(backend="openvino", precision="bf16", threads=3, device="cpu")
     Embedder.from_settings(settings)
     assert seen["backend"] == "openvino" and seen["precision"] == "bf16"
     assert seen["threads"] == 3 and seen["device"] == "cpu"
-    assert Settings.from_env({"VSEARCH_BACKEND": "onnxruntime"}).backend == "onnxruntime"
+    assert Settings.from_env({"VSEARCH_BACKEND": "onnxruntime"}).model.backend == "onnxruntime"
 
 
 def test_cpu_device_is_resolved_without_importing_torch() -> None:

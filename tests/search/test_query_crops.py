@@ -35,7 +35,7 @@ def test_fuse_keeps_each_items_best_score_best_first() -> None:
 
 def test_unknown_scheme_is_refused() -> None:
     with pytest.raises(ConfigError, match="query_crops"):
-        Settings(query_crops="seven")
+        Settings.of(query_crops="seven")
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def shop(tmp_path_factory, cache_dir, embedder):
         canvas.save(root / "img" / f"{name}.jpg", quality=92)
         rows.append({"id": name, "image": f"img/{name}.jpg", "category": "c"})
     manifest = write_manifest(root, rows)
-    settings = Settings(
+    settings = Settings.of(
         uri=str(root / "db" / "c.db"), cache_dir=str(cache_dir), device="cpu", workers=0, retries=0
     )
     store = MilvusStore(settings)

@@ -17,7 +17,7 @@ def indexed(tmp_path_factory, cache_dir, embedder):
 
     root = tmp_path_factory.mktemp("shop")
     manifest = product_catalog(root, PHOTOS[:6], per_product=3)
-    settings = Settings(
+    settings = Settings.of(
         uri=str(root / "db" / "s.db"), cache_dir=str(cache_dir), device="cpu", workers=0, retries=0
     )
     store = MilvusStore(settings)

@@ -40,7 +40,7 @@ class _Store:
 def test_promotion_releases_the_old_models_embedder(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(searcher_module, "Embedder", _FakeEmbedder)
     store = _Store()
-    searcher = Searcher(Settings(alias_ttl=0), store=store)  # type: ignore[arg-type]
+    searcher = Searcher(Settings.of(alias_ttl=0), store=store)  # type: ignore[arg-type]
 
     first = searcher.embedder_for(searcher._live()[1])
     assert searcher.embedder_for(_model("v1")) is first  # loaded once while live

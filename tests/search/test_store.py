@@ -78,13 +78,13 @@ def test_alias_switch_and_listing(settings) -> None:
 
 
 def test_lite_database_held_by_another_process_says_what_to_do(settings) -> None:
-    Path(settings.uri).parent.mkdir(parents=True, exist_ok=True)
+    Path(settings.store.uri).parent.mkdir(parents=True, exist_ok=True)
     holder = subprocess.Popen(
         [
             sys.executable,
             "-c",
             "import sys, time\nfrom pymilvus import MilvusClient\n"
-            f"MilvusClient({settings.uri!r}).list_collections()\nprint('ready', flush=True)\ntime.sleep(120)\n",
+            f"MilvusClient({settings.store.uri!r}).list_collections()\nprint('ready', flush=True)\ntime.sleep(120)\n",
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -116,11 +116,11 @@ def test_ids_with_quotes_backslashes_and_unicode_round_trip(settings) -> None:
 def test_search_consistency_is_validated_and_read_from_the_environment() -> None:
     from search.errors import ConfigError
 
-    assert Settings().search_consistency == "Strong"
+    assert Settings().store.search_consistency == "Strong"
     env = {"VSEARCH_SEARCH_CONSISTENCY": "Bounded"}
-    assert Settings.from_env(env).search_consistency == "Bounded"
+    assert Settings.from_env(env).store.search_consistency == "Bounded"
     with pytest.raises(ConfigError, match="search_consistency"):
-        Settings(search_consistency="eventual-ish")
+        Settings.of(search_consistency="eventual-ish")
 
 
 @pytest.mark.parametrize("damage", ["segment-removed", "segment-truncated", "collections-removed"])
@@ -138,7 +138,7 @@ def test_a_damaged_lite_store_is_reported_with_the_repair_command(
     store.flush("v1")
     store.set_alias("shop", "v1")
     copy = tmp_path / "copy.db"  # a copy carries no lock: another store can open it here
-    shutil.copytree(settings.uri, copy, ignore=shutil.ignore_patterns("LOCK"))
+    shutil.copytree(settings.store.uri, copy, ignore=shutil.ignore_patterns("LOCK"))
     segments = sorted((copy / "collections" / "v1").rglob("*.parquet"))
     assert segments
     if damage == "segment-removed":

@@ -180,7 +180,7 @@ def test_cli_finetune_with_unique_labels_exits_2_before_training(
     tmp_path: Path, settings, monkeypatch, capsys
 ) -> None:
     manifest = product_shots(tmp_path / "cat", 12, 48)
-    monkeypatch.setenv("VSEARCH_CACHE_DIR", settings.cache_dir)
+    monkeypatch.setenv("VSEARCH_CACHE_DIR", settings.model.cache_dir)
     argv = ["finetune", str(manifest), "-o", str(tmp_path / "m"), "--label-column", "title"]
     assert main(argv) == 2
     assert "labels cannot teach" in capsys.readouterr().err
@@ -192,7 +192,7 @@ def test_cli_eval_label_task_without_answers_exits_2(
     tmp_path: Path, settings, monkeypatch, capsys
 ) -> None:
     manifest = product_shots(tmp_path / "cat", 8, 48)
-    monkeypatch.setenv("VSEARCH_CACHE_DIR", settings.cache_dir)
+    monkeypatch.setenv("VSEARCH_CACHE_DIR", settings.model.cache_dir)
     monkeypatch.setenv("VSEARCH_DEVICE", "cpu")
     argv = ["eval", str(manifest), "--task", "label", "--label-column", "title"]
     assert main([*argv, "--out", str(tmp_path / "out")]) == 2
@@ -238,7 +238,7 @@ def test_instance_finetune_exports_a_judged_model_and_eval_compares_it(
     tmp_path: Path, settings, monkeypatch, capsys
 ) -> None:
     manifest = product_shots(tmp_path / "cat", 40)
-    monkeypatch.setenv("VSEARCH_CACHE_DIR", settings.cache_dir)
+    monkeypatch.setenv("VSEARCH_CACHE_DIR", settings.model.cache_dir)
     monkeypatch.setenv("VSEARCH_DEVICE", "cpu")
     out = tmp_path / "model"
     code = main(["-q", "finetune", str(manifest), "-o", str(out), *TINY, "--json"])
@@ -251,7 +251,7 @@ def test_instance_finetune_exports_a_judged_model_and_eval_compares_it(
     assert json.loads((out / "finetune_report.json").read_text(), parse_constant=_no_nan)
     block = read_verdict(out)
     assert block["objective"] == "instance" and block["improved"] == report["improved"]
-    tuned = Embedder(f"local-dir:{out}", device="cpu", cache_dir=settings.cache_dir)
+    tuned = Embedder(f"local-dir:{out}", device="cpu", cache_dir=settings.model.cache_dir)
     assert tuned.info.dim == 1280 and not tuned.has_text
     argv = ["-q", "eval", str(manifest), "--model", "builtin:efficientnet-lite0", "--model",
             f"local-dir:{out}", "--views", "1", "--holdout", "0.3", "--json",
@@ -274,7 +274,7 @@ def test_a_destructive_learning_rate_is_not_improved_and_not_promotable(
     tmp_path: Path, settings, monkeypatch, capsys
 ) -> None:
     manifest = product_shots(tmp_path / "cat", 40)
-    monkeypatch.setenv("VSEARCH_CACHE_DIR", settings.cache_dir)
+    monkeypatch.setenv("VSEARCH_CACHE_DIR", settings.model.cache_dir)
     monkeypatch.setenv("VSEARCH_DEVICE", "cpu")
     out = tmp_path / "bad"
     argv = ["finetune", str(manifest), "-o", str(out), *TINY, "--lr", "5", "--distill", "0"]

@@ -84,11 +84,11 @@ def test_cli_eval_writes_table_json_plot_and_index_recall(
 ) -> None:
     manifest = product_catalog(tmp_path / "cat", PHOTOS[:4], per_product=2)
     run_index(manifest, settings, embedder=embedder)
-    monkeypatch.setenv("VSEARCH_CACHE_DIR", settings.cache_dir)
+    monkeypatch.setenv("VSEARCH_CACHE_DIR", settings.model.cache_dir)
     monkeypatch.setenv("VSEARCH_DEVICE", "cpu")
     out = tmp_path / "eval"
     argv = ["eval", str(manifest), "--label-column", "product", "--holdout", "0.5"]
-    argv += ["--index", "--out", str(out), "--uri", settings.uri, "--workers", "0"]
+    argv += ["--index", "--out", str(out), "--uri", settings.store.uri, "--workers", "0"]
     assert main([*argv, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["label_column"] == "product" and report["items"] == 8

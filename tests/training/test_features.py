@@ -35,7 +35,7 @@ def test_each_image_is_read_once_and_a_rerun_reads_none(
     files = write_folder(root, ["coffee", "rocket"], per_product=2)
     (root / "broken.jpg").write_text("not an image")
     items = load_catalog(root).items
-    settings = Settings(cache_dir=str(tmp_path / "cache"), workers=0)  # count reads in-process
+    settings = Settings.of(cache_dir=str(tmp_path / "cache"), workers=0)  # count reads in-process
     extractor = EmbedderFeatures(embedder)
 
     first = extract(items, extractor, settings)

@@ -68,7 +68,7 @@ def test_head_finetune_lowers_loss_and_raises_training_recall(
     report = finetune(manifest, settings, out, opts)
     losses = [e["loss"] for e in report.history.epochs]
     assert losses[-1] < 0.7 * losses[0]
-    tuned = Embedder(f"local-dir:{out}", device="cpu", cache_dir=settings.cache_dir)
+    tuned = Embedder(f"local-dir:{out}", device="cpu", cache_dir=settings.model.cache_dir)
     before, after = training_recall(embedder, manifest), training_recall(tuned, manifest)
     assert before < 1.0
     assert after > before
@@ -155,14 +155,14 @@ def test_partial_trains_only_the_top_layers(tmp_path: Path, settings) -> None:
     assert len(report.history.epochs) == 1
     from safetensors.torch import load_file
 
-    base_dir = Path(settings.cache_dir) / "models" / "efficientnet-lite0-v1"
+    base_dir = Path(settings.model.cache_dir) / "models" / "efficientnet-lite0-v1"
     base = load_file(str(base_dir / "open_clip_model.safetensors"))
     tuned = load_file(str(out / "open_clip_model.safetensors"))
     stem = "visual.trunk.conv_stem.weight"
     top = "visual.trunk.conv_head.weight"
     assert torch.equal(base[stem], tuned[stem])  # frozen early layer unchanged
     assert not torch.equal(base[top], tuned[top])  # unfrozen top layer trained
-    model = Embedder(f"local-dir:{out}", device="cpu", cache_dir=settings.cache_dir)
+    model = Embedder(f"local-dir:{out}", device="cpu", cache_dir=settings.model.cache_dir)
     assert model.embed_images([photo("coffee", 96)]).shape == (1, 16)
 
 
@@ -170,7 +170,7 @@ def test_cli_reports_a_model_that_is_not_better_and_exits_1(
     tmp_path: Path, settings, monkeypatch, capsys
 ) -> None:
     manifest = grouped_catalog(tmp_path / "cat", per_product=3)
-    monkeypatch.setenv("VSEARCH_CACHE_DIR", settings.cache_dir)
+    monkeypatch.setenv("VSEARCH_CACHE_DIR", settings.model.cache_dir)
     monkeypatch.setenv("VSEARCH_DEVICE", "cpu")
     # the base finds every product's other shot; one epoch at a tiny rate leaves a random
     # 2-d projection of it, which cannot do as well

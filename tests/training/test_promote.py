@@ -31,8 +31,8 @@ def two_versions(tmp_path: Path, settings, embedder):
     """Catalog indexed with the built-in model (live) and with a copy of it (not live)."""
     manifest = product_catalog(tmp_path / "cat", per_product=2)
     model_b_dir = tmp_path / "model-b"
-    shutil.copytree(builtin_model_dir(settings.cache_dir), model_b_dir)
-    model_b = Embedder(f"local-dir:{model_b_dir}", device="cpu", cache_dir=settings.cache_dir)
+    shutil.copytree(builtin_model_dir(settings.model.cache_dir), model_b_dir)
+    model_b = Embedder(f"local-dir:{model_b_dir}", device="cpu", cache_dir=settings.model.cache_dir)
     store = MilvusStore(settings)
     a = run_index(manifest, settings, embedder=embedder, store=store)
     b = run_index(
@@ -73,7 +73,7 @@ def test_promote_switches_live_searches_without_errors(two_versions, settings) -
         deadline = time.monotonic() + 60
         while len(seen) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
-        result = promote(store, settings.collection, new)
+        result = promote(store, settings.store.collection, new)
         n = len(seen)
         while len(seen) < n + 3 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -83,19 +83,19 @@ def test_promote_switches_live_searches_without_errors(two_versions, settings) -
     assert errors == []
     assert (result.previous, result.current, result.count) == (old, new, 8)
     assert seen[0] == old and seen[-1] == new  # answered by both, no restart
-    assert store.resolve(settings.collection) == new
+    assert store.resolve(settings.store.collection) == new
     assert store.exists(old)  # the old version stays until dropped
 
 
 def test_collections_list_and_drop(two_versions, settings, capsys) -> None:
     store, _, old, new, model_b_dir = two_versions
-    promote(store, settings.collection, new)
+    promote(store, settings.store.collection, new)
     store.close()  # the CLI opens the Lite database itself
-    env = ["--uri", settings.uri]
+    env = ["--uri", settings.store.uri]
     assert main(["collections", "--json", *env]) == 0
     listed = {c["name"]: c for c in json.loads(capsys.readouterr().out)}
     assert set(listed) == {old, new}
-    assert listed[new]["aliases"] == [settings.collection] and listed[old]["aliases"] == []
+    assert listed[new]["aliases"] == [settings.store.collection] and listed[old]["aliases"] == []
     assert listed[new]["count"] == listed[old]["count"] == 8
     assert listed[new]["model"]["name"] == f"local-dir:{model_b_dir.resolve()}"
     assert listed[old]["model"]["dim"] == 1280
@@ -115,18 +115,20 @@ def test_promote_refuses_incomplete_or_worse_versions(two_versions, settings) ->
     store.delete(new, ["coffee-0"])
     store.flush(new)
     with pytest.raises(SafetyRefusal, match="1 items of the live collection missing"):
-        promote(store, settings.collection, new)
-    assert store.resolve(settings.collection) == old
+        promote(store, settings.store.collection, new)
+    assert store.resolve(settings.store.collection) == old
     # a fine-tuned folder that scored worse than its base is never promoted by default
     config = model_b_dir / "open_clip_config.json"
     data = json.loads(config.read_text())
     data["vsearch"].update({"strategy": "head", "improved": False})
     config.write_text(json.dumps(data))
     with pytest.raises(SafetyRefusal, match="not score better"):
-        promote(store, settings.collection, new, force=False, allow_worse=False)
-    assert promote(store, settings.collection, new, force=True, allow_worse=True).current == new
+        promote(store, settings.store.collection, new, force=False, allow_worse=False)
+    assert (
+        promote(store, settings.store.collection, new, force=True, allow_worse=True).current == new
+    )
     with pytest.raises(SafetyRefusal):
-        drop_collection(store, settings.collection, new)
+        drop_collection(store, settings.store.collection, new)
 
 
 @pytest.mark.slow  # seconds of indexing and searching; the quick loop keeps this file's other tests
@@ -149,22 +151,22 @@ def test_promote_never_resurrects_items_deleted_from_live(two_versions, settings
         writer.writerows(kept)
     from search.embedder import Embedder
 
-    base = Embedder("builtin:efficientnet-lite0", device="cpu", cache_dir=settings.cache_dir)
+    base = Embedder("builtin:efficientnet-lite0", device="cpu", cache_dir=settings.model.cache_dir)
     synced = run_index(manifest, settings, embedder=base, store=store)  # the normal cron sync
     assert synced.collection == old and synced.deleted == 2
     with pytest.raises(SafetyRefusal) as refused:
-        promote(store, settings.collection, new)
+        promote(store, settings.store.collection, new)
     message = str(refused.value)
     assert "2 items deleted from the live collection" in message, message
     assert "1 items whose image or metadata changed" in message and repriced in message
-    assert store.resolve(settings.collection) == old  # nothing switched
+    assert store.resolve(settings.store.collection) == old  # nothing switched
     # the command the message names brings the version up to date
     command = shlex.split(message.split("`")[1].replace("CATALOG", str(manifest)))
     assert command[:2] == ["vsearch", "index"] and f"--collection={new}" not in command
     store.close()  # the CLI opens the Lite database itself
-    assert main(["--quiet", *command[1:], "--uri", settings.uri, "--device", "cpu"]) == 0
+    assert main(["--quiet", *command[1:], "--uri", settings.store.uri, "--device", "cpu"]) == 0
     store = MilvusStore(settings)
-    result = promote(store, settings.collection, new)
+    result = promote(store, settings.store.collection, new)
     assert (result.previous, result.current, result.count) == (old, new, 6)
     assert store.get(new, sorted(gone)) == []  # not resurrected
     assert store.get(new, [repriced])[0]["metadata"]["price"] == 999.0

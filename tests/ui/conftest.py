@@ -74,7 +74,7 @@ def index_here(catalog: Path, root: Path, cache_dir: Path, embedder) -> Settings
     """Index ``catalog`` in this process into a Lite database under ``root``."""
     from indexer.pipeline import IndexOptions, run_index
 
-    settings = Settings(
+    settings = Settings.of(
         uri=str(root / "milvus" / "ui.db"),
         cache_dir=str(cache_dir),
         device="cpu",
@@ -90,7 +90,7 @@ def index_here(catalog: Path, root: Path, cache_dir: Path, embedder) -> Settings
 
 def indexed_copy(source: Settings, uri: str) -> str:
     """Copy the (flushed) Lite database of ``source`` to ``uri`` for another process."""
-    shutil.copytree(source.uri, uri)
+    shutil.copytree(source.store.uri, uri)
     return uri
 
 

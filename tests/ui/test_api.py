@@ -256,7 +256,9 @@ def test_openapi_schema_lists_the_endpoints(client: TestClient) -> None:
 def test_milvus_outage_is_a_503_with_a_message(cache_dir) -> None:
     from .conftest import free_port
 
-    settings = Settings(uri=f"http://127.0.0.1:{free_port()}", cache_dir=str(cache_dir), retries=0)
+    settings = Settings.of(
+        uri=f"http://127.0.0.1:{free_port()}", cache_dir=str(cache_dir), retries=0
+    )
     with TestClient(build_app(settings)) as c:
         health = c.get("/health")
         assert health.status_code == 503 and "cannot connect to Milvus" in health.json()["error"]

@@ -102,7 +102,7 @@ def test_big_photo_is_decoded_small_and_the_api_pixel_limit_holds(
     _, _, state, *_ = shop.on_photo(uploaded(shop, big), 3, ANY, None, None)
     # JPEG draft at the smallest scale keeping a 720 px short side: 1/4 for 4000 x 3000
     assert calls and calls[0]["draft_size"] == ui.images.QUERY_MIN_SIDE == 720
-    assert calls[0]["max_pixels"] == ui_searcher.settings.max_image_pixels
+    assert calls[0]["max_pixels"] == ui_searcher.settings.indexing.max_image_pixels
     assert state.photo.size == (1000, 750)
     monkeypatch.undo()
 
@@ -256,7 +256,9 @@ def test_no_collection_and_empty_catalog_say_it_plainly(
 def test_milvus_outage_shows_a_message(cache_dir) -> None:
     from .conftest import free_port
 
-    settings = Settings(uri=f"http://127.0.0.1:{free_port()}", cache_dir=str(cache_dir), retries=0)
+    settings = Settings.of(
+        uri=f"http://127.0.0.1:{free_port()}", cache_dir=str(cache_dir), retries=0
+    )
     down = ShopApp(CatalogService(Searcher(settings)))
     status, *_, about = down.on_load()
     assert status == "⚠️ Search is unavailable right now. Please try again in a moment."
