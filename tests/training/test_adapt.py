@@ -340,3 +340,41 @@ def test_koleo_pushes_the_nearest_other_item_away_and_ignores_own_views() -> Non
     same = F.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]), dim=-1)
     assert torch.isfinite(koleo_loss(same, labels))
     assert koleo_loss(same, torch.zeros(4, dtype=torch.long)).item() == 0.0
+
+
+def test_refit_stops_where_the_chosen_epoch_stood_on_the_full_schedule() -> None:
+    """A refit for 37 of 64 epochs decays its rate over 64 epochs (as the selection run did)
+    and trains every usable item for exactly 37 epochs."""
+    from types import SimpleNamespace
+
+    from training.finetune.instance import InstanceHistory, _refit
+
+    class FakeTrainer:
+        opts = SimpleNamespace(epochs=64, batch_size=4)
+
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, object]] = []
+
+        def reset(self) -> None:
+            self.calls.append(("reset", None))
+
+        def steps_per_epoch(self, items: np.ndarray) -> int:
+            return len(items) // self.opts.batch_size
+
+        def optimizer(self, steps: int) -> tuple[None, None]:
+            self.calls.append(("optimizer", steps))
+            return None, None
+
+        def epoch(self, items, opt, sched, epoch, progress) -> float:
+            self.calls.append(("epoch", (len(items), epoch)))
+            return 0.0
+
+    ok = np.ones(12, bool)
+    ok[3] = False  # a photo that failed: never trained on
+    data = SimpleNamespace(clean=SimpleNamespace(ok=ok), train_views=SimpleNamespace(ok=ok))
+    trainer, history = FakeTrainer(), InstanceHistory()
+    _refit(trainer, data, 37, history, None)  # type: ignore[arg-type]
+    assert trainer.calls[:2] == [("reset", None), ("optimizer", (11 // 4) * 64)]
+    epochs = [c[1] for c in trainer.calls if c[0] == "epoch"]
+    assert epochs == [(11, e) for e in range(1, 38)]
+    assert history.refit_epochs == 37

@@ -284,10 +284,12 @@ def _refit(
     history: InstanceHistory,
     progress: Progress | None,
 ) -> None:
-    """Train again from the initial weights on every item, for ``epochs`` epochs."""
+    """Train again from the initial weights on every item for ``epochs`` epochs, on the
+    selection run's schedule (the learning rate decays over ``opts.epochs``): the refit
+    stops where the chosen epoch stood, not at the end of a shorter, steeper schedule."""
     items = np.nonzero(data.clean.ok & data.train_views.ok)[0]
     trainer.reset()
-    opt, sched = trainer.optimizer(trainer.steps_per_epoch(items) * epochs)
+    opt, sched = trainer.optimizer(trainer.steps_per_epoch(items) * trainer.opts.epochs)
     log.info("refit on all %d items for %d epochs", items.size, epochs)
     for epoch in range(1, epochs + 1):
         trainer.epoch(items, opt, sched, epoch, progress)

@@ -22,7 +22,7 @@ DEFAULTS = {
     ("label", "partial"): (4, 1e-3, 32, 2),
     ("label", "full"): (4, 5e-4, 32, 2),
     ("instance", "head"): (60, 1e-3, 64, 8),
-    ("instance", "partial"): (32, 3e-4, 64, 6),
+    ("instance", "partial"): (64, 3e-4, 64, 16),
 }
 
 
