@@ -11,7 +11,10 @@ What it does (offline, on the `vsearch demo` sample catalog unless --manifest is
 4. **shoppers**: ``--shoppers`` threads for ``--seconds``, each a ``gradio_client`` session
    calling the page's named ``/search_image`` endpoint (same decoding path and same search
    queue as the page's upload handler); half of them upload the 12 MP photo, half a
-   1200 x 900 one. Errors and latency percentiles per photo size;
+   1200 x 900 one. The 12 MP photo is sent as the page sends it from a shopper's own device
+   (shrunk in the browser to 1024 px, ``--shopper-uploads page``, the default) or as the
+   raw file (``--shopper-uploads raw``, what an API client sends). Errors and latency
+   percentiles per photo size;
 5. per phase, where the time went on the server (Gradio's own per-event traces,
    ``GRADIO_PROFILING=1``: queue wait, preprocess, our handler, postprocess; p50/p95 per
    endpoint) and the CPU seconds per search of the server process and of this script's
@@ -28,6 +31,7 @@ Figures depend on the machine and its load (both recorded); no test asserts on t
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -107,6 +111,20 @@ def stop_server(proc: subprocess.Popen) -> None:
             proc.wait(timeout=10)
 
 
+def as_the_page_uploads(photo: Path, workdir: Path) -> Path:
+    """``photo`` as the shop page's browser script uploads it from a shopper's device
+    (ui/upload.py: longest side BROWSER_SIDE, JPEG at BROWSER_QUALITY). The page skips this on
+    a loopback host, so the Chromium uploads above send the full file; the simulated
+    shoppers stand for remote shoppers, whose own devices do the shrinking."""
+    from ui.upload import BROWSER_QUALITY, BROWSER_SIDE
+
+    img = Image.open(photo).convert("RGB")
+    img.thumbnail((BROWSER_SIDE, BROWSER_SIDE), Image.Resampling.BILINEAR)
+    target = workdir / f"{photo.stem}-as-uploaded.jpg"
+    img.save(target, "JPEG", quality=round(BROWSER_QUALITY * 100))
+    return target
+
+
 def upload_to_results(url: str, photo: Path, runs: int) -> list[float]:
     """Seconds from setting the photo on the page's input to the first tile image shown."""
     from playwright.sync_api import sync_playwright
@@ -136,8 +154,41 @@ def upload_to_results(url: str, photo: Path, runs: int) -> list[float]:
     return times[1:]
 
 
-def shoppers(url: str, photos: list[Path], n: int, seconds: float) -> list[dict[str, Any]]:
-    """``n`` concurrent gradio_client sessions searching until ``seconds`` have passed."""
+def http_search(http: httpx.Client, url: str, photo: Path, limit: int = 12) -> int:
+    """One ``/search_image`` call over Gradio's HTTP API, as few client cycles as it takes:
+    upload the photo, queue the call, read its result from the event stream, then fetch
+    every tile's picture (the server's work for a page showing the results). The number of
+    tiles."""
+    with photo.open("rb") as fh:
+        r = http.post(f"{url}/gradio_api/upload", files={"files": (photo.name, fh, "image/jpeg")})
+    r.raise_for_status()
+    sent = {"path": r.json()[0], "orig_name": photo.name, "meta": {"_type": "gradio.FileData"}}
+    r = http.post(
+        f"{url}/gradio_api/call/search_image", json={"data": [sent, limit, "Any", None, None]}
+    )
+    r.raise_for_status()
+    event, kind, payload = r.json()["event_id"], "", None
+    with http.stream("GET", f"{url}/gradio_api/call/search_image/{event}") as stream:
+        for line in stream.iter_lines():
+            if line.startswith("event:"):
+                kind = line[6:].strip()
+            elif line.startswith("data:") and kind in ("complete", "error"):
+                payload = json.loads(line[5:])
+                break
+    if kind != "complete" or not payload:
+        raise RuntimeError(f"search {kind or 'ended'}: {payload}")
+    tiles = payload[0] or []
+    for tile in tiles:
+        link = tile["image"]["url"]
+        http.get(link if link.startswith("http") else url + link).raise_for_status()
+    return len(tiles)
+
+
+def shoppers(
+    url: str, photos: list[Path], n: int, seconds: float, client: str = "http"
+) -> list[dict[str, Any]]:
+    """``n`` concurrent shopper sessions searching until ``seconds`` have passed: plain HTTP
+    (:func:`http_search`, default) or ``gradio_client`` sessions."""
     from gradio_client import Client, handle_file
 
     records: list[dict[str, Any]] = []
@@ -147,7 +198,8 @@ def shoppers(url: str, photos: list[Path], n: int, seconds: float) -> list[dict[
 
     def shopper(k: int) -> None:
         photo = photos[k % len(photos)]
-        client = Client(url + "/", verbose=False)
+        session = Client(url + "/", verbose=False) if client == "gradio_client" else None
+        http = httpx.Client(timeout=120, trust_env=False)
         try:
             start.wait()
             if k == 0:
@@ -158,10 +210,14 @@ def shoppers(url: str, photos: list[Path], n: int, seconds: float) -> list[dict[
                 t0 = time.perf_counter()
                 error = ""
                 try:
-                    gallery, _ = client.predict(
-                        handle_file(str(photo)), 12, "Any", None, None, api_name="/search_image"
-                    )
-                    if not gallery:
+                    if session is not None:
+                        gallery, _ = session.predict(
+                            handle_file(str(photo)), 12, "Any", None, None, api_name="/search_image"
+                        )
+                        tiles = len(gallery)
+                    else:
+                        tiles = http_search(http, url, photo)
+                    if not tiles:
                         error = "no results"
                 except Exception as exc:  # a failed request is a figure, not a crash
                     error = f"{type(exc).__name__}: {exc}"[:200]
@@ -170,7 +226,9 @@ def shoppers(url: str, photos: list[Path], n: int, seconds: float) -> list[dict[
                         {"photo": photo.name, "seconds": time.perf_counter() - t0, "error": error}
                     )
         finally:
-            client.close()
+            http.close()
+            if session is not None:
+                session.close()
 
     threads = [threading.Thread(target=shopper, args=(k,)) for k in range(n)]
     for t in threads:
@@ -252,6 +310,21 @@ def main(argv: list[str] | None = None) -> int:
         help="inference backend of the server (VSEARCH_BACKEND: torch, onnxruntime, openvino, "
         "auto; default: the server's own default)",
     )
+    ap.add_argument(
+        "--shopper-uploads",
+        choices=("page", "raw"),
+        default="page",
+        help="page: the shoppers send the 12 MP photo as the shop page's browser script sends "
+        "it from a shopper's own device (shrunk to ui.upload.BROWSER_SIDE, JPEG); raw: the "
+        "12 MP file itself, as an API client would",
+    )
+    ap.add_argument(
+        "--client",
+        choices=("http", "gradio_client"),
+        default="http",
+        help="how the simulated shoppers call the page: plain HTTP requests (light on this "
+        "machine's cores, which the server needs) or gradio_client sessions",
+    )
     ap.add_argument("--out", default="docs/bench/page.json")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     args = ap.parse_args(argv)
@@ -295,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
             phases = {"uploads": server_phases(url)}
             load_start = loadavg()
             cpu0 = (cpu_seconds(proc.pid), own_cpu_seconds())
-            records = shoppers(url, [big, small], args.shoppers, args.seconds)
+            sent = big if args.shopper_uploads == "raw" else as_the_page_uploads(big, workdir)
+            records = shoppers(url, [sent, small], args.shoppers, args.seconds, args.client)
             cpu1 = (cpu_seconds(proc.pid), own_cpu_seconds())
             load_end = loadavg()
             phases["shoppers"] = server_phases(url)
@@ -307,11 +381,11 @@ def main(argv: list[str] | None = None) -> int:
             "clients_s_per_search": round((cpu1[1] - cpu0[1]) / searches, 3),
         }
         rows = [summarise("upload 12 MP photo -> results visible (Chromium)", uploads)]
-        for photo in (big, small):
+        for photo in (sent, small):
             mine = [r for r in records if r["photo"] == photo.name]
             ok = [r["seconds"] for r in mine if not r["error"]]
             errors = len(mine) - len(ok)
-            label = f"{args.shoppers} shoppers, {photo.name} search (gradio_client)"
+            label = f"{args.shoppers} shoppers, {photo.name} search ({args.client})"
             rows.append(summarise(label, ok, errors))
         every = [r["seconds"] for r in records if not r["error"]]
         rows.append(summarise(f"{args.shoppers} shoppers, all", every, len(records) - len(every)))
@@ -338,6 +412,12 @@ def main(argv: list[str] | None = None) -> int:
                 "catalog": "vsearch demo sample" if not args.manifest else str(manifest),
                 "photo_12mp": {"size": [4000, 3000], "bytes": big.stat().st_size},
                 "photo_small": {"size": [1200, 900], "bytes": small.stat().st_size},
+                "shopper_uploads": args.shopper_uploads,
+                "shopper_client": args.client,
+                "photo_12mp_as_sent_by_shoppers": {
+                    "size": list(Image.open(sent).size),
+                    "bytes": sent.stat().st_size,
+                },
                 "backend": args.backend or "default",
                 "shoppers": args.shoppers,
                 "seconds": args.seconds,
