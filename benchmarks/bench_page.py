@@ -23,7 +23,7 @@ What it does (offline, on the `vsearch demo` sample catalog unless --manifest is
 
 Figures depend on the machine and its load (both recorded); no test asserts on them.
 
-    python -m benchmarks.bench_page                       # about 3 minutes on 2 cores
+    python -m benchmarks.bench_page                       # about 3.5 minutes on 2 cores
     python -m benchmarks.bench_page --seconds 60 --uploads 20
     python -m benchmarks.bench_page --backend openvino --out docs/bench/page-openvino.json
 """
@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--manifest", help="catalog manifest (default: the vsearch demo catalog)")
     ap.add_argument("--uploads", type=int, default=10, help="timed uploads in Chromium")
     ap.add_argument("--shoppers", type=int, default=8)
-    ap.add_argument("--seconds", type=float, default=30.0, help="length of the shoppers run")
+    ap.add_argument("--seconds", type=float, default=60.0, help="length of the shoppers run")
     ap.add_argument(
         "--backend",
         help="inference backend of the server (VSEARCH_BACKEND: torch, onnxruntime, openvino, "
