@@ -26,8 +26,19 @@ from tests.helpers import lite_settings, photo, product_catalog, variant
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _ray_or_skip() -> None:
-    pytest.importorskip("ray", reason='Ray is not installed (pip install "vsearch[ray]")')
+@pytest.fixture(scope="module")
+def shared_ray():  # noqa: ANN201
+    """One local Ray for this module's in-process runs, started as a run starts its own
+    (``connect``); a run that finds Ray running joins it and leaves it running, so the runs
+    here do not each pay a cluster start and stop (about 4 s each). A run's own Ray, started
+    and stopped by the run, is what the killed-driver test's subprocess uses."""
+    ray = pytest.importorskip("ray", reason='Ray is not installed (pip install "vsearch[ray]")')
+    from indexer.engines.ray_engine import connect
+
+    _, started = connect(None)
+    yield ray
+    if started:
+        ray.shutdown()
 
 
 def _rows(store: MilvusStore, collection: str) -> dict[str, dict]:
@@ -100,9 +111,8 @@ def test_bulk_write_is_refused_on_milvus_lite(tmp_path: Path, settings, embedder
 
 @pytest.mark.slow
 def test_ray_builds_the_same_collection_as_local_then_only_changes(
-    tmp_path: Path, cache_dir: Path, embedder
+    tmp_path: Path, cache_dir: Path, embedder, shared_ray
 ) -> None:
-    _ray_or_skip()
     manifest = product_catalog(tmp_path / "cat", per_product=2)
     (tmp_path / "cat" / "img" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
     with manifest.open("a") as fh:
@@ -165,9 +175,8 @@ def _big_catalog(root: Path, n: int) -> Path:
 
 @pytest.mark.slow
 def test_a_killed_ray_run_resumes_without_duplicates(
-    tmp_path: Path, cache_dir: Path, embedder
+    tmp_path: Path, cache_dir: Path, embedder, shared_ray
 ) -> None:
-    _ray_or_skip()
     n = 48
     manifest = _big_catalog(tmp_path / "cat", n)
     settings = lite_settings(tmp_path / "store", cache_dir).replace(batch_size=4)
