@@ -8,9 +8,12 @@ What it does (offline, on the `vsearch demo` sample catalog unless --manifest is
 3. **upload to results**: in headless Chromium, ``--uploads`` times: a fresh page, a 12 MP
    (4000 x 3000) phone-style JPEG set on the photo input, timed until the first result tile's
    image is visible;
-4. **shoppers**: ``--shoppers`` threads for ``--seconds``, each a ``gradio_client`` session
-   calling the page's named ``/search_image`` endpoint (same decoding path and same search
-   queue as the page's upload handler); half of them upload the 12 MP photo, half a
+4. **shoppers**: ``--shoppers`` threads for ``--seconds``, each calling the page's named
+   ``/search_image`` endpoint (same decoding path and same search queue as the page's upload
+   handler) with plain HTTP requests and fetching every result tile's picture
+   (``--client http``, the default: about 0.02 CPU-s per search on this machine, which the
+   server needs) or through ``gradio_client`` sessions (``--client gradio_client``: about
+   0.43 CPU-s per search, more than the server's own); half of them upload the 12 MP photo, half a
    1200 x 900 one. The 12 MP photo is sent as the page sends it from a shopper's own device
    (shrunk in the browser to 1024 px, ``--shopper-uploads page``, the default) or as the
    raw file (``--shopper-uploads raw``, what an API client sends). Errors and latency
