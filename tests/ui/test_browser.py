@@ -35,6 +35,14 @@ def wait_for_message(page, text: str) -> None:
     )
 
 
+def reload_ready(page) -> None:
+    """Reload the page and wait until the app has loaded (its status line counts the items):
+    a file set on the input while the page is still starting up can be lost, which no
+    shopper can do, but a test under load can."""
+    page.reload(wait_until="load")
+    page.wait_for_function("(document.querySelector('#status')?.innerText || '').includes('items')")
+
+
 def search_photo(page, path, expect: str = "similar to your photo") -> None:
     upload(page, path)
     wait_for_message(page, expect)
@@ -223,7 +231,7 @@ def test_text_file_upload_shows_a_clear_error(shop_page, tmp_path) -> None:
     assert "Invalid file type" in toast.inner_text() and "image" in toast.inner_text()
     fake = tmp_path / "holiday.jpg"
     fake.write_text("this is text wearing a .jpg name")
-    shop_page.reload(wait_until="load")
+    reload_ready(shop_page)
     upload(shop_page, fake)
     toast = shop_page.locator(".toast-body", has_text="not an image we can read")
     toast.wait_for()
@@ -314,14 +322,14 @@ def test_big_photo_is_shrunk_in_the_browser_and_crop_still_works(
     exif = Image.Exif()
     exif[0x0112] = 6
     Image.open(big).save(sideways, quality=90, exif=exif.tobytes())
-    shop_page.reload(wait_until="load")
+    reload_ready(shop_page)
     shop_page.evaluate("() => { window.vsearchShrinkAlways = true; }")
     search_photo(shop_page, sideways)
     shrink = shop_page.evaluate("() => window.vsearchShrink || null")
     assert shrink is not None and (shrink["width"], shrink["height"]) == (512, 1024)
     huge = tmp_path / "huge.png"
     Image.new("RGB", (8200, 8200), (240, 240, 240)).save(huge, optimize=False)  # 67 MP
-    shop_page.reload(wait_until="load")
+    reload_ready(shop_page)
     shop_page.evaluate("() => { window.vsearchShrinkAlways = true; }")
     upload(shop_page, huge)
     shop_page.locator(".toast-body", has_text="too many pixels").wait_for()
