@@ -24,7 +24,7 @@ class EvalOptions:
     )
     holdout: float = option(0.2, "fraction of items used as queries")
     seed: int = option(0, "seed of the held-out split")
-    views: int = option(4, "instance: shopper photos per item")
+    views: int = option(8, "instance: shopper photos per held-out item")
     backgrounds: str | None = option(
         None, "instance: your background photos (judging pool)", metavar="DIR"
     )

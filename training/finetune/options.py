@@ -112,7 +112,7 @@ class FinetuneOptions:
     )
     augment: bool = option(True, "label partial/full: augment the training photos")
     views: int = option(12, "instance: shopper views per item")
-    eval_views: int = option(4, "instance: judging views per item")
+    eval_views: int = option(8, "instance: judging views per item")
     backgrounds: str | None = option(
         None,
         "instance: your own background photos for the shopper views (default: bundled real photos)",
