@@ -69,7 +69,8 @@ def test_equal_to_open_clip_within_one_grey_level(record: dict) -> None:
         got = ours(img)
         assert got.shape == expected.shape == (3, 224, 224) and got.dtype == np.float32
         diff = _grey_levels(got, expected, record["std"])
-        assert diff.max() <= 1.0, (img.size, img.mode, float(diff.max()))
+        # one grey level, plus float32 rounding of the normalised values (~1e-5 level)
+        assert diff.max() <= 1.0 + 1e-3, (img.size, img.mode, float(diff.max()))
         assert float((diff > 0.01).mean()) < 0.001  # nearly every pixel identical
 
 
