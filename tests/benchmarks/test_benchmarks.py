@@ -58,11 +58,13 @@ def test_workload_is_deterministic_real_photo_like_jpegs(tmp_path: Path) -> None
 
 
 @pytest.mark.slow  # a benchmark script in a subprocess
-def test_bench_indexing_quick(tmp_path: Path, cache_dir: Path) -> None:
+def test_bench_indexing_quick_with_backends(tmp_path: Path, cache_dir: Path) -> None:
+    """One run covers the a/b/c summary, the ablation and the backend comparison (two
+    backends), as a user runs ``bench_indexing --backends torch openvino``."""
     out = tmp_path / "indexing.json"
     text = run_script(
         "benchmarks.bench_indexing", "--quick", "--device", "cpu", "--results", str(tmp_path),
-        "--cache-dir", str(cache_dir), "--json", str(out),
+        "--cache-dir", str(cache_dir), "--json", str(out), "--backends", "torch", "openvino",
     )  # fmt: skip
     data = json.loads(out.read_text())
     s = data["summary"]
@@ -79,6 +81,25 @@ def test_bench_indexing_quick(tmp_path: Path, cache_dir: Path) -> None:
     }
     assert data["machine"]["cores"] >= 1 and data["machine"]["loadavg_end"]
     assert "b/a=" in text and "Ablation" in text
+
+    backends = data["backends"]
+    rows = {r["backend"]: r for r in backends["rows"]}
+    assert set(rows) == {"torch", "openvino"}
+    assert rows["torch"]["indexer_vs_first"] == 1.0
+    for r in rows.values():
+        assert r["forward_img_s"] > 0 and r["indexer_img_s"] > 0
+        assert math.isclose(r["of_cpu_ceiling"], r["indexer_img_s"] / r["cpu_ceiling_img_s"])
+    ov = rows["openvino"]
+    assert math.isclose(
+        ov["indexer_vs_first"], ov["indexer_img_s"] / rows["torch"]["indexer_img_s"]
+    )
+    assert {w["workers"] for w in backends["workers"]} >= {0, 1, 2}
+    assert "Backends, same images, same run" in text
+    # --backends-only writes the same comparison without the summary: its report renders
+    from benchmarks.bench_indexing import report
+
+    only = {k: data[k] for k in ("machine", "workload", "backends")}
+    assert "Backends, same images, same run" in report(only)
 
 
 @pytest.mark.slow  # a benchmark script in a subprocess
@@ -112,29 +133,6 @@ def test_bench_memory_smoke(tmp_path: Path) -> None:
     for run in data["runs"]:
         assert run["images"] == run["catalog"] and run["failed"] == 0
         assert run["peak_main_mb"] > 50 and run["store_server_peak_mb"] > 0
-
-
-@pytest.mark.slow  # a benchmark script in a subprocess
-def test_bench_indexing_backends_quick(tmp_path: Path, cache_dir: Path) -> None:
-    out = tmp_path / "indexing-backends.json"
-    text = run_script(
-        "benchmarks.bench_indexing", "--quick", "--device", "cpu", "--results", str(tmp_path),
-        "--cache-dir", str(cache_dir), "--json", str(out), "--backends-only",
-        "--backends", "torch", "openvino",
-    )  # fmt: skip
-    data = json.loads(out.read_text())["backends"]
-    rows = {r["backend"]: r for r in data["rows"]}
-    assert set(rows) == {"torch", "openvino"}
-    assert rows["torch"]["indexer_vs_first"] == 1.0
-    for r in rows.values():
-        assert r["forward_img_s"] > 0 and r["indexer_img_s"] > 0
-        assert math.isclose(r["of_cpu_ceiling"], r["indexer_img_s"] / r["cpu_ceiling_img_s"])
-    ov = rows["openvino"]
-    assert math.isclose(
-        ov["indexer_vs_first"], ov["indexer_img_s"] / rows["torch"]["indexer_img_s"]
-    )
-    assert {w["workers"] for w in data["workers"]} >= {0, 1, 2}
-    assert "Backends, same images, same run" in text
 
 
 @pytest.mark.slow  # a benchmark script in a subprocess
