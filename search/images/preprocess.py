@@ -107,10 +107,12 @@ class Preprocess:
         a reduction is followed by a crop; None otherwise (no resize, no crop, an
         enlargement).
 
-        Resizing only that box (PIL's ``box=``) gives the same pixels as resizing the whole
-        picture and cropping: each output pixel has the same centre and filter support in
-        the source, and the filter still reads source pixels just outside the box. It skips
-        the columns (or rows) the crop throws away: 1.9 -> 1.4 ms for a 480 x 360 photo.
+        Resizing only that box (PIL's ``box=``) gives the pixels of resizing the whole
+        picture and cropping, up to float rounding: each output pixel has the same centre
+        and filter support in the source, and the filter still reads source pixels just
+        outside the box (over 220 photo/size pairs, 0.009 % of values differ, by one grey
+        level). It skips the columns (or rows) the crop throws away: 1.93 -> 1.48 ms for a
+        480 x 360 photo.
         """
         width, height = size
         new_w, new_h = self._target(width, height)
