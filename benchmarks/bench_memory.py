@@ -58,7 +58,7 @@ def children(pid: int) -> list[int]:
     return out
 
 
-def child_main(manifest: Path, uri: str, out: Path) -> None:
+def child_main(manifest: Path, uri: str, out: Path, cache_dir: str | None) -> None:
     """Index ``manifest`` into ``uri``; sample RSS; write the figures to ``out``."""
     common.offline()
     common.setup_logging()
@@ -66,6 +66,8 @@ def child_main(manifest: Path, uri: str, out: Path) -> None:
     from search.config import Settings
 
     settings = Settings.of(uri=uri, lock_dir=str(out.parent / "locks"), device="cpu")
+    if cache_dir:
+        settings = settings.replace(cache_dir=cache_dir)
     samples: list[tuple[float, int, int]] = []  # (progress, main kB, main + workers kB)
     progress = [0.0]
     stop = threading.Event()
@@ -109,7 +111,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def measure(manifest: Path, tmp: Path, tag: str) -> dict[str, Any]:
+def measure(manifest: Path, tmp: Path, tag: str, cache_dir: str | None) -> dict[str, Any]:
     port = free_port()
     exe = Path(sys.executable).with_name("milvus-lite")
     server = subprocess.Popen(
@@ -143,6 +145,8 @@ def measure(manifest: Path, tmp: Path, tag: str) -> dict[str, Any]:
             f"http://127.0.0.1:{port}",
             str(out),
         ]
+        if cache_dir:
+            cmd += ["--cache-dir", cache_dir]
         subprocess.run(cmd, check=True)
         result = json.loads(out.read_text())
         result["store_server_peak_mb"] = hwm_kb(server.pid) / 1024
@@ -160,10 +164,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--max-side", type=int, default=160)
     p.add_argument("--results", type=Path, default=common.RESULTS)
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--cache-dir", default=None, help="model cache (default: the usual one)")
     p.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        child_main(Path(args.child[0]), args.child[1], Path(args.child[2]))
+        child_main(Path(args.child[0]), args.child[1], Path(args.child[2]), args.cache_dir)
         return {}
     biggest = max(args.sizes)
     spec = workload.Spec(biggest, args.min_side, args.max_side, seed=2)
@@ -178,7 +183,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ) as tmpdir:
         for n in sorted(args.sizes):
             source = manifest if n == biggest else workload.prefix(manifest, n)
-            row = {"catalog": n, **measure(source, Path(tmpdir), f"m{n}")}
+            row = {"catalog": n, **measure(source, Path(tmpdir), f"m{n}", args.cache_dir)}
             runs.append(row)
             print(json.dumps(row), flush=True)
     result["runs"] = runs

@@ -122,11 +122,11 @@ def test_bench_search_quick(tmp_path: Path, cache_dir: Path) -> None:
 
 
 @pytest.mark.slow  # a benchmark script in a subprocess
-def test_bench_memory_smoke(tmp_path: Path) -> None:
+def test_bench_memory_smoke(tmp_path: Path, cache_dir: Path) -> None:
     out = tmp_path / "memory.json"
     run_script(
         "benchmarks.bench_memory", "--sizes", "6", "12", "--results", str(tmp_path),
-        "--json", str(out),
+        "--cache-dir", str(cache_dir), "--json", str(out),
     )  # fmt: skip
     data = json.loads(out.read_text())
     assert [r["catalog"] for r in data["runs"]] == [6, 12]
