@@ -9,7 +9,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# The suite runs two workers and their subprocesses (servers, CLI runs, browsers) on a few
+# The suite runs several workers and their subprocesses (servers, CLI runs, browsers) on a few
 # cores: OpenMP threads (torch's) that spin while waiting only take CPU from the others.
 # Set before anything imports torch; subprocesses inherit it. Measured on the 2-core CI
 # machine: full suite 338 s (user 391 s) against 348-352 s (user 415-429 s) spinning.
