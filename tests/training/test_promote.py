@@ -132,7 +132,9 @@ def test_promote_refuses_incomplete_or_worse_versions(two_versions, settings) ->
 
 
 @pytest.mark.slow  # seconds of indexing and searching; the quick loop keeps this file's other tests
-def test_promote_never_resurrects_items_deleted_from_live(two_versions, settings) -> None:
+def test_promote_never_resurrects_items_deleted_from_live(
+    two_versions, settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A version built before a sync that deleted items (and changed a price) is refused,
     with the one command that catches it up; after that command, promote succeeds and the
     deleted items stay deleted."""
@@ -164,6 +166,7 @@ def test_promote_never_resurrects_items_deleted_from_live(two_versions, settings
     command = shlex.split(message.split("`")[1].replace("CATALOG", str(manifest)))
     assert command[:2] == ["vsearch", "index"] and f"--collection={new}" not in command
     store.close()  # the CLI opens the Lite database itself
+    monkeypatch.setenv("VSEARCH_CACHE_DIR", settings.model.cache_dir)  # not the user's cache
     assert main(["--quiet", *command[1:], "--uri", settings.store.uri, "--device", "cpu"]) == 0
     store = MilvusStore(settings)
     result = promote(store, settings.store.collection, new)
