@@ -58,11 +58,14 @@ class Preprocess:
         """The resized and cropped picture, uint8 (H, W, 3): what ToTensor would read."""
         if img.mode != "RGB":
             img = img.convert("RGB")
-        box = self._crop_box(img.size)
+        target = self._target(*img.size)
+        box = self._crop_box(img.size, target)
         if box is not None:
             img = img.resize((self.size, self.size), _FILTERS[self.interpolation], box=box)
         else:
-            img = _center_crop(self._resize(img), self.size)
+            if target != img.size:
+                img = img.resize(target, _FILTERS[self.interpolation])
+            img = _center_crop(img, self.size)
         return np.asarray(img, dtype=np.uint8)
 
     def __call__(self, img: Image.Image) -> np.ndarray:
@@ -96,16 +99,12 @@ class Preprocess:
         new_long = int(self.size * long / short)
         return (self.size, new_long) if width <= height else (new_long, self.size)
 
-    def _resize(self, img: Image.Image) -> Image.Image:
-        target = self._target(*img.size)
-        if target == img.size:
-            return img
-        return img.resize(target, _FILTERS[self.interpolation])
-
-    def _crop_box(self, size: tuple[int, int]) -> tuple[float, float, float, float] | None:
-        """Where the centre crop of the resized picture lies in the source picture, when
-        a reduction is followed by a crop; None otherwise (no resize, no crop, an
-        enlargement).
+    def _crop_box(
+        self, size: tuple[int, int], target: tuple[int, int]
+    ) -> tuple[float, float, float, float] | None:
+        """Where the centre crop of the picture resized to ``target`` lies in the source
+        picture, when a reduction is followed by a crop; None otherwise (no resize, no
+        crop, an enlargement).
 
         Resizing only that box (PIL's ``box=``) gives the pixels of resizing the whole
         picture and cropping, up to float rounding: each output pixel has the same centre
@@ -114,14 +113,10 @@ class Preprocess:
         level). It skips the columns (or rows) the crop throws away: 1.93 -> 1.48 ms for a
         480 x 360 photo.
         """
-        width, height = size
-        new_w, new_h = self._target(width, height)
-        if (new_w, new_h) == (width, height) or (new_w, new_h) == (self.size, self.size):
-            return None
-        if new_w >= width or new_h >= height:
-            return None  # an enlargement: resized whole (a few pixels of work anyway)
-        left = int(round((new_w - self.size) / 2.0))
-        top = int(round((new_h - self.size) / 2.0))
+        (width, height), (new_w, new_h) = size, target
+        if new_w >= width or new_h >= height or target == (self.size, self.size):
+            return None  # no reduction (an enlargement is resized whole), or no crop
+        left, top = _crop_offsets(new_w, new_h, self.size)
         sx, sy = width / new_w, height / new_h
         return (left * sx, top * sy, (left + self.size) * sx, (top + self.size) * sy)
 
@@ -133,8 +128,12 @@ def _center_crop(img: Image.Image, size: int) -> Image.Image:
         padded = Image.new("RGB", (max(width, size), max(height, size)), (0, 0, 0))
         padded.paste(img, ((max(size - width, 0)) // 2, (max(size - height, 0)) // 2))
         img, (width, height) = padded, padded.size
-    top = int(round((height - size) / 2.0))
-    left = int(round((width - size) / 2.0))
+    left, top = _crop_offsets(width, height, size)
     if (left, top, width, height) == (0, 0, size, size):
         return img
     return img.crop((left, top, left + size, top + size))
+
+
+def _crop_offsets(width: int, height: int, size: int) -> tuple[int, int]:
+    """torchvision's centre-crop offsets (left, top), rounded half to even."""
+    return int(round((width - size) / 2.0)), int(round((height - size) / 2.0))
