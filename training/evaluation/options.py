@@ -12,6 +12,12 @@ from search.options import option
 
 from .retrieval import DEFAULT_KS
 
+# Simulated shopper photos per held-out item when an instance model is judged: the default of
+# `vsearch eval --views` and of the finetune verdict (`--eval-views`), so both judge alike.
+# 8 rather than 4: the same 50 held-out items gave the default adaptation p = 0.0013
+# instead of 0.025 (docs/transfer-learning.md).
+JUDGING_VIEWS = 8
+
 
 @dataclass(frozen=True)
 class EvalOptions:
@@ -24,7 +30,7 @@ class EvalOptions:
     )
     holdout: float = option(0.2, "fraction of items used as queries")
     seed: int = option(0, "seed of the held-out split")
-    views: int = option(8, "instance: shopper photos per held-out item")
+    views: int = option(JUDGING_VIEWS, "instance: shopper photos per held-out item")
     backgrounds: str | None = option(
         None, "instance: your background photos (judging pool)", metavar="DIR"
     )

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from search.errors import ConfigError
 from search.options import option
 
+from ..evaluation.options import JUDGING_VIEWS
+
 STRATEGIES = ("head", "partial", "full")
 OBJECTIVES = ("auto", "instance", "label")
 HEADS = ("linear", "mlp")
@@ -112,7 +114,7 @@ class FinetuneOptions:
     )
     augment: bool = option(True, "label partial/full: augment the training photos")
     views: int = option(12, "instance: shopper views per item")
-    eval_views: int = option(8, "instance: judging views per item")
+    eval_views: int = option(JUDGING_VIEWS, "instance: judging views per item")
     backgrounds: str | None = option(
         None,
         "instance: your own background photos for the shopper views (default: bundled real photos)",
