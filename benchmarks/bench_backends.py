@@ -8,7 +8,10 @@ In one run, round-robin so that a drift of the machine's load hits every backend
      and how many of each photo's 5 nearest photos by PyTorch's vectors it finds again;
   3. query embedding: p50 / p90 ms to embed a photo the way the server does: decode (JPEG
      draft), preprocess, embed: a phone photo (4032 x 3024 JPEG bytes) whole ("query") and
-     with the default nine crops ("nine"), and a 480 x 360 JPEG whole ("web");
+     with the default nine crops ("nine"), a 480 x 360 JPEG whole ("web"), and the phone
+     photo as the Python client and the shop page send it ("sent": reduced to 1024 px,
+     JPEG; :func:`search.images.upload.shrink_upload`, whose own cost on the sending side
+     is ``client_shrink_ms``, and ``sent_cos`` the cosine of its vector to the whole photo's);
   4. decoding: ms per catalog JPEG for PIL full decode, PIL draft (the default) and
      simplejpeg (libjpeg-turbo, DCT-scaled), each followed by the same resize and crop;
   5. cold CLI: wall time of ``vsearch search photo.jpg`` in a fresh process per backend,
@@ -209,6 +212,7 @@ def cold_cli(backends: list[str], photo: Path, catalog: Path, cache_dir: str, ru
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from search.embedder import Embedder
+    from search.images.upload import shrink_upload
 
     cache_dir = args.cache_dir or str(Path(tempfile.gettempdir()) / "vsearch-bench-cache")
     threads = args.threads or common.cores()
@@ -240,21 +244,31 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ref_vecs = ref.embed_images(photos)
     # 3. query embedding, interleaved
     photo, web = phone_photo(), phone_photo((480, 360))
-    shots = {"none": photo, "nine": photo, "web": web}  # web: a 480 x 360 JPEG, whole
+    sent = shrink_upload(photo)
+    # web: a 480 x 360 JPEG, whole; sent: the phone photo as the client uploads it
+    shots = {"none": photo, "nine": photo, "web": web, "sent": sent}
+    whole = "none", "web", "sent"
     lat: dict[tuple[str, str], list[float]] = {}
     for emb in embs.values():
         for kind, shot in shots.items():
-            query_ms(emb, shot, "none" if kind == "web" else kind)  # warm-up
+            query_ms(emb, shot, "none" if kind in whole else kind)  # warm-up
     for _ in range(args.queries):
         for name, emb in embs.items():
             for kind, shot in shots.items():
-                ms = query_ms(emb, shot, "none" if kind == "web" else kind)
+                ms = query_ms(emb, shot, "none" if kind in whole else kind)
                 lat.setdefault((name, kind), []).append(ms)
+    shrink_ms = []
+    for _ in range(max(5, args.queries // 3)):
+        t0 = time.perf_counter()
+        shrink_upload(photo)
+        shrink_ms.append(1000 * (time.perf_counter() - t0))
+    result["client_shrink_ms"] = common.median(shrink_ms)
     rows = []
     torch_fw = common.median(rates[("torch/fp32", 8)])
     for name, emb in embs.items():
         vecs = emb.embed_images(photos)
         cos = (vecs * ref_vecs).sum(axis=1)
+        both = emb.embed_images([photo, sent])
         fw8 = common.median(rates[(name, 8)])
         best8 = max(rates[(name, 8)])
         rows.append(
@@ -277,6 +291,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "web_p90_ms": common.percentile(lat[(name, "web")], 90),
                 "nine_p50_ms": common.percentile(lat[(name, "nine")], 50),
                 "nine_p90_ms": common.percentile(lat[(name, "nine")], 90),
+                "sent_p50_ms": common.percentile(lat[(name, "sent")], 50),
+                "sent_p90_ms": common.percentile(lat[(name, "sent")], 90),
+                "sent_cos": float(both[0] @ both[1]),
             }
         )
     result["backends"] = rows
@@ -327,8 +344,12 @@ def report(result: dict[str, Any]) -> str:
                 "web_min_ms",
                 "nine_p50_ms",
                 "nine_p90_ms",
+                "sent_p50_ms",
+                "sent_p90_ms",
+                "sent_cos",
             ],
         ),  # fmt: skip
+        f"the client's shrink of the phone photo before upload: {result['client_shrink_ms']:.1f} ms",
         common.table(
             "Forward cost on one thread: CPU core-ms per image (batch 8, process CPU time)",
             result.get("core_ms", []),

@@ -275,7 +275,7 @@ def server_phases(url: str) -> dict[str, dict[str, Any]]:
 def decode_times(photo: Path, runs: int = 5) -> dict[str, float]:
     """Median seconds to get a 12 MP upload ready for search: the page's reduced decode
     (JPEG draft + thumbnail) versus a full decode (what gr.Image(type="pil") did)."""
-    from ui.images import load_query_photo
+    from search.images.upload import query_photo
 
     def timed(fn) -> float:  # noqa: ANN001
         values = []
@@ -286,7 +286,7 @@ def decode_times(photo: Path, runs: int = 5) -> dict[str, float]:
         return round(sorted(values)[len(values) // 2], 4)
 
     return {
-        "draft_decode_s": timed(lambda: load_query_photo(photo, 64_000_000)),
+        "draft_decode_s": timed(lambda: query_photo(photo, 64_000_000)),
         "full_decode_s": timed(lambda: Image.open(photo).convert("RGB")),
     }
 

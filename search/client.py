@@ -23,6 +23,7 @@ from PIL import Image
 from . import errors
 from .embedder import ModelInfo
 from .filters import Range
+from .images.upload import shrink_picture, shrink_upload
 from .types import CollectionInfo, Match, ProductMatch
 
 log = logging.getLogger(__name__)
@@ -38,8 +39,13 @@ class RemoteSearcher:
         auth: tuple[str, str] | None = None,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
+        shrink: bool = True,
     ) -> None:
+        """``shrink``: send a big photo reduced as the server would reduce it (1024 px on its
+        longest side, a JPEG; :func:`search.images.upload.shrink_upload`) instead of the
+        whole file; False sends the bytes as they are."""
         self.base_url = base_url.rstrip("/")
+        self.shrink = shrink
         self._http = httpx.Client(
             base_url=self.base_url,
             auth=httpx.BasicAuth(*auth) if auth else None,
@@ -89,7 +95,7 @@ class RemoteSearcher:
             data["filters"] = json.dumps(to_json_filters(filters))
         if min_score is not None:
             data["min_score"] = repr(float(min_score))
-        files = {"image": ("query", _image_bytes(image), "application/octet-stream")}
+        files = {"image": ("query", _image_bytes(image, self.shrink), "application/octet-stream")}
         body = self._request("POST", "/api/search/image", data=data, files=files)
         return [_match(m) for m in body["matches"]]
 
@@ -207,14 +213,18 @@ def to_json_filters(filters: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _image_bytes(image: Image.Image | bytes | str | Path) -> bytes:
-    if isinstance(image, bytes | bytearray):
-        return bytes(image)
+def _image_bytes(image: Image.Image | bytes | str | Path, shrink: bool) -> bytes:
+    """What to upload: a picture as a PNG, a file or bytes as they are; a big one reduced
+    first when ``shrink``."""
     if isinstance(image, Image.Image):
         buf = io.BytesIO()
-        image.convert("RGB").save(buf, "PNG")
+        (shrink_picture(image) if shrink else image).convert("RGB").save(buf, "PNG")
         return buf.getvalue()
-    try:
-        return Path(image).read_bytes()
-    except OSError as exc:
-        raise errors.ImageError(f"cannot read {image}: {exc.strerror or exc}") from exc
+    if isinstance(image, bytes | bytearray):
+        data = bytes(image)
+    else:
+        try:
+            data = Path(image).read_bytes()
+        except OSError as exc:
+            raise errors.ImageError(f"cannot read {image}: {exc.strerror or exc}") from exc
+    return shrink_upload(data) if shrink else data

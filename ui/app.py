@@ -22,10 +22,11 @@ from gradio.utils import get_upload_folder
 from PIL import Image
 
 from search import Match, VSearchError
+from search.images.upload import query_photo
 
 from . import crop as crop_tool
 from . import tiles
-from .images import Thumbnails, UploadJanitor, load_query_photo
+from .images import Thumbnails, UploadJanitor
 from .messages import (
     about_markdown,
     empty_message,
@@ -174,7 +175,7 @@ class ShopApp:
             hidden = gr.update(visible=False)
             return "", "", None, hidden, hidden, "", gr.skip()
         try:
-            photo = load_query_photo(path, self.searcher.settings.indexing.max_image_pixels)
+            photo = query_photo(path, self.searcher.settings.indexing.max_image_pixels)
         except VSearchError as exc:
             raise gr.Error(friendly(exc)) from None
         finally:
@@ -265,7 +266,7 @@ class ShopApp:
         if photo is None:
             raise gr.Error("Upload, paste or take a photo first.")
         try:
-            img = load_query_photo(photo, self.searcher.settings.indexing.max_image_pixels)
+            img = query_photo(photo, self.searcher.settings.indexing.max_image_pixels)
         except VSearchError as exc:
             raise gr.Error(friendly(exc)) from None
         finally:

@@ -26,11 +26,6 @@ from search import ImageError, ItemNotFound, Match, Searcher, open_image
 
 log = logging.getLogger(__name__)
 
-QUERY_SIDE = 1024  # a shopper's photo is reduced to this longest side before anything else
-# ... after a reduced decode that keeps this shorter side: a 4000 x 3000 JPEG decodes at 1/4
-# scale (1000 x 750) instead of 1/2 (2000 x 1500, then resized): 68 vs 97 ms median here
-QUERY_MIN_SIDE = 720
-
 IMAGE_TYPES = {
     ".jpg": "image/jpeg",
     ".jpeg": "image/jpeg",
@@ -152,21 +147,6 @@ def data_uri(img: Image.Image, quality: int = 82) -> str:
     buf = io.BytesIO()
     img.convert("RGB").save(buf, "JPEG", quality=quality)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def load_query_photo(
-    source: str | Path | bytes,
-    max_pixels: int,
-    side: int = QUERY_SIDE,
-    min_side: int = QUERY_MIN_SIDE,
-) -> Image.Image:
-    """Decode a shopper's upload at reduced size first (JPEG ``draft``: the smallest DCT scale
-    whose shorter side still has ``min_side`` pixels), then shrink it to ``side`` on its
-    longest side; refuses more than ``max_pixels`` pixels before decoding (as the API does)."""
-    img = open_image(source, max_pixels=max_pixels, draft_size=min(side, min_side))
-    if max(img.size) > side:
-        img.thumbnail((side, side), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    return img
 
 
 def discard_upload(path: str | Path | None, upload_root: str | Path) -> bool:

@@ -26,9 +26,12 @@ from __future__ import annotations
 
 import json
 
-BROWSER_SIDE = 1024  # longest side of the photo the page uploads (the server's QUERY_SIDE)
-BROWSER_QUALITY = 0.9  # JPEG quality of the shrunk photo
-SHRINK_ABOVE = 1.25  # only photos whose longest side passes BROWSER_SIDE by this factor
+from search.images.upload import QUERY_SIDE, SHRINK_ABOVE, UPLOAD_QUALITY
+
+# the page shrinks as the Python client does (search/images/upload.py): longest side, JPEG
+# quality, and only photos whose longest side passes BROWSER_SIDE by SHRINK_ABOVE
+BROWSER_SIDE = QUERY_SIDE
+BROWSER_QUALITY = UPLOAD_QUALITY / 100
 BUSY_CLASS = "vsearch-busy"  # on the photo input while its search runs (preview_css)
 
 _JS = """

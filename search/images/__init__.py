@@ -10,6 +10,8 @@ preprocesses an image.
   hashes and decodes its images, with its limits and reduced size.
 - :mod:`.preprocess`: the model's inference transform in PIL + numpy (:class:`Preprocess`),
   the query path without torch.
+- :mod:`.upload`: a query photo at the size a search uses (:func:`~.upload.query_photo`), and
+  reduced that way before it travels (:func:`~.upload.shrink_upload`, the Python client).
 - :mod:`.precision`: the mixed-precision policy of every forward pass (:func:`autocast`).
 - :mod:`.batch` (torch): the model's transform split into a per-image part and a per-batch
   part on the device (:class:`~.batch.BatchPreprocess`), torch resize, device JPEG decode.

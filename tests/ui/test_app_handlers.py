@@ -90,18 +90,16 @@ def test_upload_janitor_waits_its_grace_and_spares_a_newer_upload(tmp_path: Path
 def test_big_photo_is_decoded_small_and_the_api_pixel_limit_holds(
     shop: ShopApp, ui_searcher: Searcher, embedder, tmp_path: Path, monkeypatch
 ) -> None:
-    import ui.images
+    import search.images.upload as upload
 
     big = tmp_path / "phone.jpg"
     Image.effect_noise((4000, 3000), 40).convert("RGB").save(big, quality=85)
     calls = []
-    real = ui.images.open_image
-    monkeypatch.setattr(
-        ui.images, "open_image", lambda *a, **kw: calls.append(kw) or real(*a, **kw)
-    )
+    real = upload.open_image
+    monkeypatch.setattr(upload, "open_image", lambda *a, **kw: calls.append(kw) or real(*a, **kw))
     _, _, state, *_ = shop.on_photo(uploaded(shop, big), 3, ANY, None, None)
     # JPEG draft at the smallest scale keeping a 720 px short side: 1/4 for 4000 x 3000
-    assert calls and calls[0]["draft_size"] == ui.images.QUERY_MIN_SIDE == 720
+    assert calls and calls[0]["draft_size"] == upload.QUERY_MIN_SIDE == 720
     assert calls[0]["max_pixels"] == ui_searcher.settings.indexing.max_image_pixels
     assert state.photo.size == (1000, 750)
     monkeypatch.undo()

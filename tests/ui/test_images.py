@@ -71,17 +71,17 @@ def test_tile_src_is_an_inline_jpeg_made_once(tmp_path: Path, monkeypatch) -> No
 
 def test_a_phone_photo_is_decoded_at_a_quarter_and_kept_under_the_query_side(tmp_path) -> None:
     from search import ImageError
-    from ui.images import QUERY_MIN_SIDE, QUERY_SIDE, load_query_photo
+    from search.images.upload import QUERY_MIN_SIDE, QUERY_SIDE, query_photo
 
     sizes = {(4000, 3000): (1000, 750), (1200, 900): (1024, 768), (6000, 6000): (750, 750)}
     for size, expected in sizes.items():
         path = tmp_path / f"{size[0]}x{size[1]}.jpg"
         Image.new("RGB", size, (90, 140, 200)).save(path, quality=80)
-        photo = load_query_photo(path, 64_000_000)
+        photo = query_photo(path, 64_000_000)
         assert photo.size == expected and photo.mode == "RGB"
         assert max(photo.size) <= QUERY_SIDE and min(photo.size) >= QUERY_MIN_SIDE
     with pytest.raises(ImageError, match="exceeds the limit"):
-        load_query_photo(tmp_path / "4000x3000.jpg", 11_999_999)
+        query_photo(tmp_path / "4000x3000.jpg", 11_999_999)
 
 
 def test_the_browser_shrink_script_carries_the_servers_limits() -> None:
