@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 
 # Never phone home from tests: a missing weight must fail fast, not hang on a download.
@@ -42,12 +43,24 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One model cache per test session (the offline model folder is built once, ~5 s)."""
+    """One model cache for the whole run, shared by its xdist workers.
+
+    What the cache holds is built once per run instead of once per worker: the offline model
+    folder (~5 s), the ONNX and OpenVINO exports and the backend calibration that the first
+    ``vsearch serve`` with ``backend=auto`` makes (~14 CPU-s). Every cache write is atomic
+    (a temporary file or folder, then ``os.replace``), so workers may share it; the
+    ``embedder`` fixture lets one worker build the model folder while the others wait.
+    """
     shared = os.environ.get("VSEARCH_TEST_CACHE")
     if shared:
         Path(shared).mkdir(parents=True, exist_ok=True)
         return Path(shared)
-    return tmp_path_factory.mktemp("vsearch-cache")
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's temporary root; each worker's basetemp is below it
+    path = root / "vsearch-cache"
+    path.mkdir(exist_ok=True)
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +68,9 @@ def embedder(cache_dir: Path):
     """The real offline default model (ImageNet EfficientNet-Lite0), CPU."""
     from search.embedder import Embedder
 
-    return Embedder("builtin:efficientnet-lite0", device="cpu", cache_dir=cache_dir)
+    with (cache_dir / ".build.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one worker builds the model folder, the rest load it
+        return Embedder("builtin:efficientnet-lite0", device="cpu", cache_dir=cache_dir)
 
 
 @pytest.fixture
