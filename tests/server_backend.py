@@ -63,6 +63,9 @@ def start_milvus_server(
     after a SIGKILL waits for the dead process's etcd session to expire. On a loaded machine
     a restart can panic while the old sessions linger (its proxy gives up waiting for the
     query coordinator): it is started again, up to ``attempts`` times.
+    A restart must listen on the dead process's ports again; one of them may have been
+    taken meanwhile as the local port of another process's outgoing connection (they are in
+    the kernel's ephemeral range): the start is tried again a few seconds later.
     """
     for attempt in range(1, attempts + 1):
         try:
@@ -71,11 +74,19 @@ def start_milvus_server(
             if attempt == attempts:
                 raise
             time.sleep(2)
+        except PortTaken:
+            if attempt == attempts:
+                raise
+            time.sleep(5)
     raise AssertionError("unreachable")
 
 
 class ServerDied(RuntimeError):
     """The server process exited while starting."""
+
+
+class PortTaken(RuntimeError):
+    """A port the restarted server must reuse is held by another socket."""
 
 
 MISSING_SERVER = (
@@ -128,6 +139,11 @@ def _start_once(base_dir: Path, session_ttl: int | None) -> ServerHandle:
     os.environ.update(env)  # MilvusServer.start() copies os.environ for the child
     try:
         server.start()  # picks free ports from 19530 / 9091 upwards
+    except RuntimeError as exc:
+        if "bind failed" in str(exc):  # "set root_coord_port=53101, but bind failed"
+            server.config.cleanup_listen_ports()  # the ports it did bind, free for the retry
+            raise PortTaken(str(exc)) from exc
+        raise
     finally:
         for key, value in saved.items():
             if value is None:
