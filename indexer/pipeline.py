@@ -278,15 +278,13 @@ def _local_batches(run: _Run, refs: list[str]) -> Iterator[Embedded]:
     """The local engine: DataLoader workers decode, this process embeds (set up at once)."""
     import torch  # the loader stage imports torch: only when there is work
 
-    from search.images.batch import BatchPreprocess
+    from search.images.batch import for_embedder
     from search.images.loader import ImageDataset, make_loader, model_input
 
     embedder, tuning = run.embedder, run.tuning
     torch.set_num_threads(tuning.threads)
     device = embedder.device
-    prep = BatchPreprocess(
-        embedder.preprocess, batched=tuning.batched_preprocess, fast_resize=tuning.fast_resize
-    )
+    prep = for_embedder(embedder, batched=tuning.batched_preprocess, fast_resize=tuning.fast_resize)
     draft = embedder.info.image_size if tuning.draft else None
     decoder = catalog_decoder(
         run.settings.indexing.max_image_pixels,

@@ -297,6 +297,13 @@ class Embedder:
             )
         return self._transform
 
+    @property
+    def runtime_preprocess(self) -> Preprocess | None:
+        """The torch-free transform (PIL + numpy) this embedder's exported runtime uses for
+        photos; None on the PyTorch backend, or for a transform that
+        :mod:`search.images.preprocess` does not reproduce (open_clip's is used then)."""
+        return self._pre if self._runner is not None else None
+
     def embed_tensors(self, batch: Any) -> np.ndarray:
         """Embed a batch of already preprocessed images (N, 3, H, W; a tensor or an array)."""
         if self._runner is None:

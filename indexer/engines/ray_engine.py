@@ -31,7 +31,7 @@ from search.config import Settings
 from search.embedder import Embedder
 from search.errors import ConfigError, ProvenanceMismatch
 from search.images import Decoder
-from search.images.batch import BatchPreprocess
+from search.images.batch import BatchPreprocess, for_embedder
 
 from ..decoding import catalog_decoder
 from ..tuning import Tuning
@@ -187,9 +187,7 @@ class RayEngine:
     def _run(self, ray: Any, refs: Sequence[str]) -> Iterator[Embedded]:
         plan = self.plan_resources(ray)
         tuning, emb = self.tuning, self.embedder
-        prep = BatchPreprocess(
-            emb.preprocess, batched=tuning.batched_preprocess, fast_resize=tuning.fast_resize
-        )
+        prep = for_embedder(emb, batched=tuning.batched_preprocess, fast_resize=tuning.fast_resize)
         draft = emb.info.image_size if tuning.draft else None
         spec = {
             "model": self.settings.model.model,

@@ -17,6 +17,12 @@ a cosine above 0.9999 (tested).
 nvJPEG on CUDA): workers only read bytes, the device decodes, resizes and normalises.
 Its resize is torch's antialiased bicubic, within a few grey levels of PIL's, so it is an
 opt-in (the indexer's ``Tuning.device_decode``), measured in benchmarks/bench_indexing.py.
+
+:func:`for_embedder` picks the transform a job uses: an embedder on an exported runtime
+(OpenVINO, ONNX Runtime) gets the torch-free transform its photo queries use
+(:class:`.preprocess.Preprocess`, split the same way), so its index and its queries see the
+same pixels and the job never imports open_clip or torchvision (~1.8 s of a ``vsearch
+index`` start here, 1.1 s of it torchvision importing torch._dynamo).
 """
 
 from __future__ import annotations
@@ -27,7 +33,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from .preprocess import Preprocess
+
 Transform = Callable[[Any], torch.Tensor]
+
+
+class PixelTransform:
+    """A :class:`.preprocess.Preprocess` as a PIL -> float tensor transform (picklable)."""
+
+    def __init__(self, pre: Preprocess) -> None:
+        self.pre = pre
+
+    def __call__(self, img: Any) -> torch.Tensor:
+        return torch.from_numpy(self.pre(img))
 
 
 class BatchPreprocess:
@@ -42,6 +60,13 @@ class BatchPreprocess:
         self.std: torch.Tensor | None = None
         self.head: list[Any] = []
         self.torch_resize: tuple[int, int] | None = None  # (short side, crop) when fast
+        self.pixels: Preprocess | None = None  # the torch-free transform's resize and crop
+        if batched and isinstance(preprocess, PixelTransform):
+            pre = self.pixels = preprocess.pre
+            self.size = pre.size
+            self.mean = torch.as_tensor(pre.mean, dtype=torch.float32).view(1, -1, 1, 1)
+            self.std = torch.as_tensor(pre.std, dtype=torch.float32).view(1, -1, 1, 1)
+            return
         steps = list(getattr(preprocess, "transforms", []))
         names = [type(t).__name__ for t in steps]
         if batched and names[-2:] in (["ToTensor", "Normalize"], ["MaybeToTensor", "Normalize"]):
@@ -60,6 +85,10 @@ class BatchPreprocess:
     def per_image(self, img: Any) -> torch.Tensor:
         if not self.batched:
             return self.full(img)
+        if self.pixels is not None:
+            # PIL's array is read-only: a copy torch can own
+            arr = np.array(self.pixels.pixels(img))
+            return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
         if self.torch_resize is not None:
             short, crop = self.torch_resize
             rgb = img if img.mode == "RGB" else img.convert("RGB")
@@ -81,6 +110,17 @@ class BatchPreprocess:
         # Same operations, in the same order, as ToTensor (x / 255) then Normalize.
         out = pixels.to(torch.float32).div_(255)
         return out.sub_(self.mean.to(device)).div_(self.std.to(device))
+
+
+def for_embedder(
+    embedder: Any, *, batched: bool = True, fast_resize: bool = False
+) -> BatchPreprocess:
+    """How a job preprocesses photos for ``embedder`` (a :class:`search.embedder.Embedder`):
+    the torch-free transform of its exported runtime when it has one, else open_clip's."""
+    pre = embedder.runtime_preprocess
+    if pre is not None:
+        return BatchPreprocess(PixelTransform(pre), batched=batched)
+    return BatchPreprocess(embedder.preprocess, batched=batched, fast_resize=fast_resize)
 
 
 def _crop_size(steps: Sequence[Any]) -> int | None:
