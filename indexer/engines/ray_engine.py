@@ -9,9 +9,15 @@ stays flat and a slow stage backs the others up):
 2. ``map_batches(decode_batch)``: CPU tasks read, hash and safely decode each image with the
    local engine's own stage (:class:`search.images.loader.ImageDataset` with the catalog's
    :class:`search.images.Decoder`: limits, JPEG draft) and run the per-image part of the
-   model's transform (:class:`search.images.batch.BatchPreprocess`, uint8 crops). A bad image becomes a reason, never an exception.
+   model's transform (:class:`search.images.batch.BatchPreprocess`, uint8 crops). A bad
+   image becomes a reason, never an exception.
 3. ``map_batches(EmbedActor)``: each actor loads the model once (the driver's model, checked
    by its provenance key), finishes preprocessing on its device and embeds.
+
+On an exported runtime (OpenVINO, ONNX Runtime) both stages use the torch-free transform of
+the runtime's queries (:class:`search.images.preprocess.Preprocess`: uint8 crops per image,
+the normalisation per batch in numpy), so neither the driver nor a worker imports torch
+(~1.4 s of each process's start here).
 4. The driver iterates the results; the pipeline upserts them (its writer thread) or writes
    them to Parquet (``--write bulk``), and reports progress.
 
@@ -23,7 +29,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,11 +37,15 @@ from search.config import Settings
 from search.embedder import Embedder
 from search.errors import ConfigError, ProvenanceMismatch
 from search.images import Decoder
-from search.images.batch import BatchPreprocess, for_embedder
+from search.images.decoder import failure_reason
+from search.images.preprocess import Preprocess
 
 from ..decoding import catalog_decoder
 from ..tuning import Tuning
 from . import Embedded
+
+if TYPE_CHECKING:
+    from search.images.batch import BatchPreprocess
 
 log = logging.getLogger(__name__)
 
@@ -80,36 +90,52 @@ def connect(address: str | None, cores: int | None = None) -> tuple[Any, bool]:
 
 
 def decode_batch(
-    batch: dict[str, np.ndarray], prep: BatchPreprocess, decoder: Decoder, size: int
+    batch: dict[str, np.ndarray], prep: BatchPreprocess | Preprocess, decoder: Decoder, size: int
 ) -> dict[str, Any]:
     """Read, hash, decode and crop each source (a Ray task; the local engine's own stage)."""
-    from search.images.loader import ImageDataset
-
     refs = [str(r) for r in batch["ref"]]
-    dataset = ImageDataset(refs, prep, decoder)
-    samples = [dataset[i] for i in range(len(refs))]
     # one shape for every block (a failed image is zeros): ragged blocks would turn into
     # object arrays when Ray re-batches them
-    dtype = np.uint8 if prep.batched else np.float32
-    pixels = np.zeros((len(refs), 3, size, size), dtype)
-    for k, (_, tensor, _, _, _) in enumerate(samples):
-        if tensor is not None:
-            pixels[k] = tensor.numpy()
+    if isinstance(prep, Preprocess):
+        samples = [_crop(ref, prep, decoder) for ref in refs]
+        pixels = np.zeros((len(refs), size, size, 3), np.uint8)
+    else:
+        from search.images.loader import ImageDataset
+
+        dataset = ImageDataset(refs, prep, decoder)
+        samples = [
+            (s.pixels, s.content_hash, s.error) for s in map(dataset.__getitem__, range(len(refs)))
+        ]
+        pixels = np.zeros((len(refs), 3, size, size), np.uint8 if prep.batched else np.float32)
+    for k, (crop, _, _) in enumerate(samples):
+        if crop is not None:
+            pixels[k] = np.asarray(crop)
     return {
         "src": np.asarray(batch["src"], np.int64),
         "pixels": pixels,
-        "hash": np.asarray([h for _, _, h, _, _ in samples], object),
-        "error": np.asarray([e for _, _, _, e, _ in samples], object),
+        "hash": np.asarray([h for _, h, _ in samples], object),
+        "error": np.asarray([e for _, _, e in samples], object),
     }
+
+
+def _crop(ref: str, pre: Preprocess, decoder: Decoder) -> tuple[np.ndarray | None, str, str]:
+    """(uint8 crop (H, W, 3), content hash, "") or (None, "", why it failed)."""
+    try:
+        data, content_hash = decoder.load(ref)
+        return pre.pixels(decoder.decode(data)), content_hash, ""
+    except Exception as exc:  # never let one file kill a worker
+        return None, "", failure_reason(exc)
 
 
 class EmbedActor:
     """One model per actor (loaded once), embedding decoded batches on its device."""
 
-    def __init__(self, spec: dict[str, Any], key: str, prep: BatchPreprocess, threads: int) -> None:
-        import torch
+    def __init__(
+        self, spec: dict[str, Any], key: str, prep: BatchPreprocess | Preprocess, threads: int
+    ) -> None:
+        if threads and spec["backend"] == "torch":
+            import torch
 
-        if threads:
             torch.set_num_threads(threads)
         self.embedder = Embedder(**spec)
         if self.embedder.info.key != key:
@@ -123,10 +149,13 @@ class EmbedActor:
         ok = np.asarray([not e for e in batch["error"]], bool)
         vectors = np.zeros((len(ok), self.embedder.dim), np.float32)
         if ok.any():
-            import torch
-
             chosen = np.stack(list(batch["pixels"][ok]))  # stays a plain array if it is one
-            pixels = self.prep.finish(torch.from_numpy(chosen), self.embedder.device)
+            if isinstance(self.prep, Preprocess):
+                pixels = self.prep.normalise(chosen)
+            else:
+                import torch
+
+                pixels = self.prep.finish(torch.from_numpy(chosen), self.embedder.device)
             vectors[ok] = np.asarray(self.embedder.embed_tensors(pixels), np.float32)
         return {
             "src": batch["src"],
@@ -134,6 +163,14 @@ class EmbedActor:
             "error": batch["error"],
             "vector": vectors,
         }
+
+
+def _torch_preprocess(emb: Embedder, tuning: Tuning) -> BatchPreprocess:
+    """open_clip's transform, split (the PyTorch backend, or a transform that the torch-free
+    one does not reproduce)."""
+    from search.images.batch import for_embedder
+
+    return for_embedder(emb, batched=tuning.batched_preprocess, fast_resize=tuning.fast_resize)
 
 
 class RayEngine:
@@ -187,7 +224,7 @@ class RayEngine:
     def _run(self, ray: Any, refs: Sequence[str]) -> Iterator[Embedded]:
         plan = self.plan_resources(ray)
         tuning, emb = self.tuning, self.embedder
-        prep = for_embedder(emb, batched=tuning.batched_preprocess, fast_resize=tuning.fast_resize)
+        prep = emb.runtime_preprocess or _torch_preprocess(emb, tuning)
         draft = emb.info.image_size if tuning.draft else None
         spec = {
             "model": self.settings.model.model,

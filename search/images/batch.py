@@ -60,9 +60,9 @@ class BatchPreprocess:
         self.std: torch.Tensor | None = None
         self.head: list[Any] = []
         self.torch_resize: tuple[int, int] | None = None  # (short side, crop) when fast
-        self.pixels: Preprocess | None = None  # the torch-free transform's resize and crop
+        self.plain: Preprocess | None = None  # the torch-free transform, when it is the one
         if batched and isinstance(preprocess, PixelTransform):
-            pre = self.pixels = preprocess.pre
+            pre = self.plain = preprocess.pre
             self.size = pre.size
             self.mean = torch.as_tensor(pre.mean, dtype=torch.float32).view(1, -1, 1, 1)
             self.std = torch.as_tensor(pre.std, dtype=torch.float32).view(1, -1, 1, 1)
@@ -85,9 +85,9 @@ class BatchPreprocess:
     def per_image(self, img: Any) -> torch.Tensor:
         if not self.batched:
             return self.full(img)
-        if self.pixels is not None:
+        if self.plain is not None:
             # PIL's array is read-only: a copy torch can own
-            arr = np.array(self.pixels.pixels(img))
+            arr = np.array(self.plain.pixels(img))
             return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
         if self.torch_resize is not None:
             short, crop = self.torch_resize
@@ -116,7 +116,8 @@ def for_embedder(
     embedder: Any, *, batched: bool = True, fast_resize: bool = False
 ) -> BatchPreprocess:
     """How a job preprocesses photos for ``embedder`` (a :class:`search.embedder.Embedder`):
-    the torch-free transform of its exported runtime when it has one, else open_clip's."""
+    the torch-free transform of its exported runtime when it has one, else open_clip's
+    (``fast_resize``, torch's resize instead of PIL's, applies to open_clip's only)."""
     pre = embedder.runtime_preprocess
     if pre is not None:
         return BatchPreprocess(PixelTransform(pre), batched=batched)

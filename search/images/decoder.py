@@ -15,6 +15,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from ..errors import ImageError
 from .decode import DEFAULT_MAX_PIXELS, open_image
 
 Reader = Callable[[str], bytes]
@@ -23,6 +24,14 @@ Reader = Callable[[str], bytes]
 def read_file(ref: str) -> bytes:
     """The plain reader: a local file's bytes (limits and refusals are :func:`open_image`'s)."""
     return Path(ref).read_bytes()
+
+
+def failure_reason(exc: Exception) -> str:
+    """What a job records for an image it could not use: an :class:`ImageError` says why;
+    anything else is unexpected (one bad file never stops a job or kills a worker)."""
+    if isinstance(exc, ImageError):
+        return str(exc)
+    return f"unexpected error: {exc.__class__.__name__}: {exc}"
 
 
 @dataclass(frozen=True)

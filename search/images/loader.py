@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..errors import ImageError
 from .batch import BatchPreprocess, decode_jpegs, resize_crop
 from .decode import BYTES_PER_PIXEL, DEFAULT_MAX_BYTES, sniff_format
-from .decoder import Decoder
+from .decoder import Decoder, failure_reason
 
 Augment = Callable[[Image.Image], Image.Image]
 
@@ -98,10 +98,8 @@ class ImageDataset(Dataset):
             if self.augment is not None:
                 img = self.augment(img)
             return Sample(i, self.prep.per_image(img), chash, "")
-        except ImageError as exc:
-            return Sample(i, None, "", str(exc))
         except Exception as exc:  # never let one file kill a worker
-            return Sample(i, None, "", f"unexpected error: {exc.__class__.__name__}: {exc}")
+            return Sample(i, None, "", failure_reason(exc))
 
 
 def _plain_jpeg(data: bytes, max_pixels: int) -> bool:

@@ -109,10 +109,23 @@ def test_bulk_write_is_refused_on_milvus_lite(tmp_path: Path, settings, embedder
     assert store.collections() == []  # refused before a collection was created
 
 
+@pytest.fixture(scope="module")
+def runtime_embedder(cache_dir: Path, embedder):  # noqa: ANN201
+    """The default path of a CPU user (backend auto picks an exported runtime): OpenVINO.
+    Its Ray stages run without torch (the torch-free transform); the killed-run test below
+    keeps the PyTorch path covered."""
+    from search.embedder import Embedder
+
+    return Embedder(
+        "builtin:efficientnet-lite0", device="cpu", cache_dir=cache_dir, backend="openvino"
+    )
+
+
 @pytest.mark.slow
 def test_ray_builds_the_same_collection_as_local_then_only_changes(
-    tmp_path: Path, cache_dir: Path, embedder, shared_ray
+    tmp_path: Path, cache_dir: Path, runtime_embedder, shared_ray
 ) -> None:
+    embedder = runtime_embedder
     manifest = product_catalog(tmp_path / "cat", per_product=2)
     (tmp_path / "cat" / "img" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
     with manifest.open("a") as fh:

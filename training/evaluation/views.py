@@ -26,6 +26,7 @@ from indexer.tuning import Tuning
 from search.errors import ImageError
 from search.images import DEFAULT_MAX_PIXELS, Decoder
 from search.images.batch import BatchPreprocess
+from search.images.decoder import failure_reason
 from search.images.loader import Sample, make_loader, model_input
 
 from .features import Feed
@@ -121,10 +122,8 @@ class _Views(Dataset):
                 backgrounds = self.job.backgrounds[job.kind]
                 photo = shopper_view(photo, family, backgrounds, random.Random(seed))
             return Sample(i, self.prep.per_image(photo), "", "")
-        except ImageError as exc:
-            return Sample(i, None, "", str(exc))
         except Exception as exc:  # one bad file never kills a worker
-            return Sample(i, None, "", f"unexpected error: {exc.__class__.__name__}: {exc}")
+            return Sample(i, None, "", failure_reason(exc))
 
 
 def item_batches(jobs: Sequence[Job], batch_size: int) -> list[list[int]]:
