@@ -165,6 +165,19 @@ class EmbedActor:
         }
 
 
+def _decode_cpus(prep: BatchPreprocess | Preprocess, plan: dict[str, Any]) -> float:
+    """CPUs a decode task reserves. When it equals a CPU actor's reservation, Ray Data fuses
+    the decode into the embedding actor, which then decodes and embeds one after the other.
+    Torch-free decode tasks start in workers Ray already runs (no torch to import), so they
+    reserve less and run beside the actor, overlapping decode and forward (2,000 images
+    here: 30.3-31.4 s against 30.9-32.6 s fused); a PyTorch decode task would import torch
+    in each new worker, which costs more than the overlap saves (+47.6 % against +37.7 %
+    measured), so that path stays fused."""
+    if isinstance(prep, Preprocess) and plan["num_cpus"] == 1 and not plan["num_gpus"]:
+        return 0.5  # not the actor's 1 CPU: kept apart from it
+    return 1
+
+
 def _torch_preprocess(emb: Embedder, tuning: Tuning) -> BatchPreprocess:
     """open_clip's transform, split (the PyTorch backend, or a transform that the torch-free
     one does not reproduce)."""
@@ -254,7 +267,7 @@ class RayEngine:
                 ),
                 "size": prep.size or emb.info.image_size,
             },
-            num_cpus=1,
+            num_cpus=_decode_cpus(prep, plan),
         )
         ds = ds.map_batches(
             EmbedActor,
