@@ -13,13 +13,13 @@ stays flat and a slow stage backs the others up):
    image becomes a reason, never an exception.
 3. ``map_batches(EmbedActor)``: each actor loads the model once (the driver's model, checked
    by its provenance key), finishes preprocessing on its device and embeds.
+4. The driver iterates the results; the pipeline upserts them (its writer thread) or writes
+   them to Parquet (``--write bulk``), and reports progress.
 
 On an exported runtime (OpenVINO, ONNX Runtime) both stages use the torch-free transform of
 the runtime's queries (:class:`search.images.preprocess.Preprocess`: uint8 crops per image,
 the normalisation per batch in numpy), so neither the driver nor a worker imports torch
 (~1.4 s of each process's start here).
-4. The driver iterates the results; the pipeline upserts them (its writer thread) or writes
-   them to Parquet (``--write bulk``), and reports progress.
 
 Ray is optional (``pip install "vsearch[ray]"``); it is imported only when this engine runs.
 """
