@@ -86,7 +86,20 @@ def connect(address: str | None, cores: int | None = None) -> tuple[Any, bool]:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the CLI owns progress (the pipeline's callback)
     ctx.execution_options.preserve_order = False
+    _quiet_ray_data(ray)
     return ray, started
+
+
+def _quiet_ray_data(ray: Any) -> None:
+    """Ray Data's console says nothing the run does not already say: its per-dataset INFO
+    lines (execution plan, start, finish) stay in its log file in the Ray session folder,
+    and the warning that progress bars are off, which they are on purpose, is not shown."""
+    from ray.util.debug import log_once
+
+    log_once("ray_data_progress_manager_disabled")  # marks that warning as already shown
+    for handler in logging.getLogger("ray.data").handlers:
+        if isinstance(handler, logging.StreamHandler):  # the console one, not its log file
+            handler.setLevel(max(handler.level, logging.WARNING))
 
 
 def decode_batch(
@@ -203,6 +216,9 @@ class RayEngine:
             tuning,
             address,
         )
+
+    def __str__(self) -> str:  # the run's log line says where it embeds
+        return f"Ray at {self.address}" if self.address else "Ray (local)"
 
     def plan_resources(self, ray: Any) -> dict[str, Any]:
         """Actors and their resources from what the cluster offers.

@@ -258,3 +258,22 @@ def _kill_driver_mid_run(config: dict, manifest: Path, err_path: Path) -> tuple[
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
     return killed_at, err_path.read_text(errors="replace")
+
+
+def test_ray_data_keeps_its_console_quiet(shared_ray) -> None:
+    """The run reports its own progress: Ray Data's per-dataset INFO lines go to its log file
+    only, and its 'progress bars disabled' warning (they are off on purpose) is not shown."""
+    import logging
+
+    from indexer.engines.ray_engine import RayEngine, connect
+
+    connect(None)  # joins the module's Ray, applying the same console settings
+    consoles = [
+        h for h in logging.getLogger("ray.data").handlers if isinstance(h, logging.StreamHandler)
+    ]
+    assert consoles and all(h.level >= logging.WARNING for h in consoles)
+    from ray.util.debug import log_once
+
+    assert not log_once("ray_data_progress_manager_disabled")  # already marked as shown
+    assert str(RayEngine(None, None, None)) == "Ray (local)"  # type: ignore[arg-type]
+    assert str(RayEngine(None, None, None, address="auto")) == "Ray at auto"  # type: ignore[arg-type]
