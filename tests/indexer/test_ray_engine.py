@@ -260,6 +260,7 @@ def _kill_driver_mid_run(config: dict, manifest: Path, err_path: Path) -> tuple[
     return killed_at, err_path.read_text(errors="replace")
 
 
+@pytest.mark.slow  # starts a local Ray
 def test_ray_data_keeps_its_console_quiet(shared_ray) -> None:
     """The run reports its own progress: Ray Data's per-dataset INFO lines go to its log file
     only, and its 'progress bars disabled' warning (they are off on purpose) is not shown."""
