@@ -28,12 +28,15 @@ index`` start here, 1.1 s of it torchvision importing torch._dynamo).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from .preprocess import Preprocess
+
+if TYPE_CHECKING:  # search.embedder imports this package
+    from ..embedder import Embedder
 
 Transform = Callable[[Any], torch.Tensor]
 
@@ -113,10 +116,9 @@ class BatchPreprocess:
 
 
 def for_embedder(
-    embedder: Any, *, batched: bool = True, fast_resize: bool = False
+    embedder: Embedder, *, batched: bool = True, fast_resize: bool = False
 ) -> BatchPreprocess:
-    """How a job preprocesses photos for ``embedder`` (a :class:`search.embedder.Embedder`):
-    the torch-free transform of its exported runtime when it has one, else open_clip's
+    """How a job preprocesses photos for ``embedder``: the torch-free transform of its exported runtime when it has one, else open_clip's
     (``fast_resize``, torch's resize instead of PIL's, applies to open_clip's only)."""
     pre = embedder.runtime_preprocess
     if pre is not None:
