@@ -1,8 +1,9 @@
 """A query photo at the size a search uses, before it travels.
 
 A search never needs more than :data:`QUERY_SIDE` pixels on a photo's longest side: the
-server reduces every upload to that first (:func:`query_photo`, the JPEG decoded at a
-reduced scale, then shrunk). A 12 MP phone photo is 3-5 MB; sent as is, it costs the
+shop page's handlers reduce every upload to that first (:func:`query_photo`, the JPEG
+decoded at a reduced scale, then shrunk), and the JSON API decodes an upload at the reduced
+scale its crops need. A 12 MP phone photo is 3-5 MB; sent as is, it costs the
 uplink, the server's multipart parse and, above all, its decode: libjpeg reads the whole
 file even at 1/4 scale (~10 ms of a ~20 ms query on the 2-core benchmark CPU). So the
 clients shrink first, as the server would: the shop page in the browser (``ui/upload.py``)
