@@ -315,11 +315,11 @@ class Embedder:
     ) -> np.ndarray:
         """Decode (safely), preprocess and embed images; raises ImageError on a bad one."""
         out = []
-        size = self.info.image_size
+        size, pre = self.info.image_size, self.runtime_preprocess
         for start in range(0, len(images), batch_size):
             pics = [open_image(im, draft_size=size) for im in images[start : start + batch_size]]
-            if self._runner is not None and self._pre is not None:  # no torch on this path
-                out.append(self.embed_tensors(self._pre.batch(pics)))
+            if pre is not None:  # no torch on this path
+                out.append(self.embed_tensors(pre.batch(pics)))
             else:
                 import torch
 

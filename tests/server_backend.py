@@ -70,14 +70,10 @@ def start_milvus_server(
     for attempt in range(1, attempts + 1):
         try:
             return _start_once(base_dir, session_ttl)
-        except ServerDied:
+        except (ServerDied, PortTaken) as exc:
             if attempt == attempts:
                 raise
-            time.sleep(2)
-        except PortTaken:
-            if attempt == attempts:
-                raise
-            time.sleep(5)
+            time.sleep(5 if isinstance(exc, PortTaken) else 2)
     raise AssertionError("unreachable")
 
 

@@ -67,16 +67,14 @@ class BatchPreprocess:
         if batched and isinstance(preprocess, PixelTransform):
             pre = self.plain = preprocess.pre
             self.size = pre.size
-            self.mean = torch.as_tensor(pre.mean, dtype=torch.float32).view(1, -1, 1, 1)
-            self.std = torch.as_tensor(pre.std, dtype=torch.float32).view(1, -1, 1, 1)
+            self.mean, self.std = _per_channel(pre.mean), _per_channel(pre.std)
             return
         steps = list(getattr(preprocess, "transforms", []))
         names = [type(t).__name__ for t in steps]
         if batched and names[-2:] in (["ToTensor", "Normalize"], ["MaybeToTensor", "Normalize"]):
             self.head = steps[:-2]
             norm = steps[-1]
-            self.mean = torch.as_tensor(norm.mean, dtype=torch.float32).view(1, -1, 1, 1)
-            self.std = torch.as_tensor(norm.std, dtype=torch.float32).view(1, -1, 1, 1)
+            self.mean, self.std = _per_channel(norm.mean), _per_channel(norm.std)
             self.size = _crop_size(steps)
             if fast_resize:
                 self.torch_resize = _resize_crop_plan(self.head)
@@ -124,6 +122,11 @@ def for_embedder(
     if pre is not None:
         return BatchPreprocess(PixelTransform(pre), batched=batched)
     return BatchPreprocess(embedder.preprocess, batched=batched, fast_resize=fast_resize)
+
+
+def _per_channel(values: Sequence[float]) -> torch.Tensor:
+    """Normalisation constants shaped to broadcast over an (N, C, H, W) batch."""
+    return torch.as_tensor(values, dtype=torch.float32).view(1, -1, 1, 1)
 
 
 def _crop_size(steps: Sequence[Any]) -> int | None:

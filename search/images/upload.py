@@ -44,7 +44,7 @@ def query_photo(
     longest side; refuses more than ``max_pixels`` pixels before decoding."""
     img = open_image(source, max_pixels=max_pixels, draft_size=min(side, min_side))
     if max(img.size) > side:
-        img.thumbnail((side, side), Image.Resampling.BILINEAR, reducing_gap=2.0)
+        _reduce(img, side)
     return img
 
 
@@ -80,5 +80,11 @@ def shrink_picture(img: Image.Image) -> Image.Image:
     if max(img.size) <= QUERY_SIDE * SHRINK_ABOVE:
         return img
     small = img.copy()
-    small.thumbnail((QUERY_SIDE, QUERY_SIDE), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    _reduce(small, QUERY_SIDE)
     return small
+
+
+def _reduce(img: Image.Image, side: int) -> None:
+    """``img`` shrunk in place to ``side`` on its longest side: the one resampling that the
+    server's reduction and the client's share."""
+    img.thumbnail((side, side), Image.Resampling.BILINEAR, reducing_gap=2.0)
