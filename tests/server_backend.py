@@ -17,6 +17,7 @@ import atexit
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import time
@@ -32,6 +33,7 @@ from tests.helpers import lite_settings
 
 ENV_EXTERNAL = "VSEARCH_TEST_MILVUS_URI"
 START_TIMEOUT_S = 240
+PORTS_FILE = "vsearch-ports.json"  # the ports a restart on the same base dir must reuse
 
 
 @dataclass
@@ -67,12 +69,15 @@ def start_milvus_server(
     taken meanwhile as the local port of another process's outgoing connection (they are in
     the kernel's ephemeral range): the start is tried again a few seconds later.
     """
+    first = not (base_dir / PORTS_FILE).is_file()
     for attempt in range(1, attempts + 1):
         try:
             return _start_once(base_dir, session_ttl)
         except (ServerDied, PortTaken) as exc:
             if attempt == attempts:
                 raise
+            if first:  # nothing to keep: start over on new ports
+                shutil.rmtree(base_dir, ignore_errors=True)
             time.sleep(5 if isinstance(exc, PortTaken) else 2)
     raise AssertionError("unreachable")
 
@@ -109,19 +114,26 @@ def _start_once(base_dir: Path, session_ttl: int | None) -> ServerHandle:
         raise RuntimeError(MISSING_SERVER)
     from milvus import MilvusServer, MilvusServerConfig
 
-    ports_file = base_dir / "vsearch-ports.json"
+    ports_file = base_dir / PORTS_FILE
     if ports_file.is_file():
         # A restart: etcd's member data remembers its peer URL, and the dead process's
         # sessions (kept for their TTL) name each component's address: reuse every port.
         ports = json.loads(ports_file.read_text())
         etcd_client, etcd_peer = ports.pop("etcd_client"), ports.pop("etcd_peer")
     else:
-        ports = {}
-        etcd_client, etcd_peer = _free_ports(2)
+        # Every port from the kernel's free ones, not MilvusServerConfig's scan up from the
+        # defaults (19530, 53100, ...): two servers starting at once (the session's and the
+        # restart test's, in two xdist workers) would both find the same defaults free and
+        # the second binary to bind would die.
+        keys = [k for k in MilvusServerConfig().configurable_items if k.endswith("_port")]
+        keys = [k for k in keys if k != "etcd_port"]  # etcd reads its own file (below)
+        *free, etcd_client, etcd_peer = _free_ports(len(keys) + 2)
+        ports = dict(zip(keys, free, strict=True))
         base_dir.mkdir(parents=True, exist_ok=True)
     config = MilvusServerConfig(**ports)
     config.try_bind_port = _bind_reusable  # a port of the killed process may be in TIME_WAIT
     server = MilvusServer(config, wait_for_started=False)
+    server.webservice_port = _free_ports(1)[0]  # /healthz: start() scans up from it, not 9091
     server.set_base_dir(str(base_dir))
     if session_ttl is not None:
         server.config.set("common.session.ttl", session_ttl)
@@ -134,7 +146,7 @@ def _start_once(base_dir: Path, session_ttl: int | None) -> ServerHandle:
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # MilvusServer.start() copies os.environ for the child
     try:
-        server.start()  # picks free ports from 19530 / 9091 upwards
+        server.start()
     except RuntimeError as exc:
         if "bind failed" in str(exc):  # "set root_coord_port=53101, but bind failed"
             server.config.cleanup_listen_ports()  # the ports it did bind, free for the retry
