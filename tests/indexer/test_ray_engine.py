@@ -33,12 +33,12 @@ def shared_ray():  # noqa: ANN201
     here do not each pay a cluster start and stop (about 4 s each). A run's own Ray, started
     and stopped by the run, is what the killed-driver test's subprocess uses."""
     ray = pytest.importorskip("ray", reason='Ray is not installed (pip install "vsearch[ray]")')
-    from indexer.engines.ray_engine import connect
+    from indexer.engines.ray_engine import connect, stop_local
 
     _, started = connect(None)
     yield ray
     if started:
-        ray.shutdown()
+        stop_local(ray)
 
 
 def _rows(store: MilvusStore, collection: str) -> dict[str, dict]:
@@ -278,3 +278,47 @@ def test_ray_data_keeps_its_console_quiet(shared_ray) -> None:
     assert not log_once("ray_data_progress_manager_disabled")  # already marked as shown
     assert str(RayEngine(None, None, None)) == "Ray (local)"  # type: ignore[arg-type]
     assert str(RayEngine(None, None, None, address="auto")) == "Ray at auto"  # type: ignore[arg-type]
+
+
+STOP = """
+import json
+from indexer.engines.ray_engine import connect, stop_local
+ray, started = connect(None)
+node = ray._private.worker._global_node
+pids = {kind: [i.process.pid for i in infos] for kind, infos in node.all_processes.items()}
+monitor = [i.process for i in node.all_processes["monitor"]]
+shutdown, seen = ray.shutdown, []
+def watched():
+    seen.append([p.poll() is None for p in monitor])
+    shutdown()
+ray.shutdown = watched
+stop_local(ray)
+print(json.dumps({
+    "started": started, "pids": pids, "initialized": ray.is_initialized(),
+    "monitor_alive_at_shutdown": seen,
+}))
+"""
+
+
+@pytest.mark.slow  # starts a local Ray in a subprocess
+def test_a_runs_own_ray_is_stopped_whole(tmp_path: Path) -> None:
+    """stop_local stops the monitor by PID first (ray.shutdown waits a second for it), then
+    everything else with ray.shutdown: no process of that Ray is left, nothing is reported."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, "-c", STOP], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["started"] and not got["initialized"]
+    assert "monitor" in got["pids"], "Ray no longer starts a monitor: revisit stop_local"
+    assert got["monitor_alive_at_shutdown"] == [[False]]  # stopped first, then ray.shutdown
+    left = []
+    for pid in (p for pids in got["pids"].values() for p in pids):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 0)
+            left.append(pid)
+    for pid in left:  # ours, by PID, so a failure leaves nothing behind
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"Ray processes left running: {left}"
+    assert "monitor" not in out.stderr.lower() and "died" not in out.stderr.lower(), out.stderr
