@@ -55,6 +55,22 @@ LITE_LOCKED_HINT = (
 )
 
 
+class _AliasMiss(logging.Filter):
+    """Drops pymilvus's ERROR record (with a traceback) for a ``describe_alias`` of a name
+    that is no alias: that is how :meth:`MilvusStore.resolve` asks, and "no" is a normal
+    answer (a first run, a collection named directly). Every other failed call is kept."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return not ("[describe_alias]" in text and "does not exist" in text)
+
+
+def _hide_alias_misses() -> None:
+    rpc_log = logging.getLogger("pymilvus.decorators")  # where pymilvus logs failed calls
+    if not any(isinstance(f, _AliasMiss) for f in rpc_log.filters):
+        rpc_log.addFilter(_AliasMiss())
+
+
 class MilvusStore:
     """Schema, provenance, upserts, deletes, searches and aliases on one Milvus."""
 
@@ -73,6 +89,8 @@ class MilvusStore:
 
     def _connect(self) -> Any:
         from pymilvus import MilvusClient
+
+        _hide_alias_misses()
 
         uri = self.settings.store.uri
         if self.settings.store.is_lite:

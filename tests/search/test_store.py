@@ -77,6 +77,32 @@ def test_alias_switch_and_listing(settings) -> None:
     assert store.resolve("nothing") is None
 
 
+def test_resolving_a_name_that_is_no_alias_logs_nothing(settings) -> None:
+    """A library user's first run (no alias yet) must not get pymilvus's ERROR traceback for
+    the describe_alias that resolve() asks with; other failed calls are still logged."""
+    import logging
+
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    rpc_log = logging.getLogger("pymilvus.decorators")
+    handler = Keep(logging.ERROR)
+    rpc_log.addHandler(handler)
+    try:
+        store = MilvusStore(settings)
+        store.create("v1", MODEL)
+        assert store.resolve("v1") == "v1" and store.resolve("nothing") is None
+        assert [r.getMessage()[:80] for r in records] == []
+        with pytest.raises(Exception):  # noqa: B017, PT011 - any failure, logged as before
+            store.client.describe_collection("nothing")
+        assert any("describe_collection" in r.getMessage() for r in records)
+    finally:
+        rpc_log.removeHandler(handler)
+
+
 def test_lite_database_held_by_another_process_says_what_to_do(settings) -> None:
     Path(settings.store.uri).parent.mkdir(parents=True, exist_ok=True)
     holder = subprocess.Popen(
