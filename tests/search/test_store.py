@@ -89,8 +89,9 @@ def test_resolving_a_name_that_is_no_alias_logs_nothing(settings) -> None:
             records.append(record)
 
     rpc_log = logging.getLogger("pymilvus.decorators")
-    handler = Keep(logging.ERROR)
+    handler, level = Keep(logging.ERROR), rpc_log.level
     rpc_log.addHandler(handler)
+    rpc_log.setLevel(logging.ERROR)  # an in-process CLI test may have silenced pymilvus
     try:
         store = MilvusStore(settings)
         store.create("v1", MODEL)
@@ -101,6 +102,7 @@ def test_resolving_a_name_that_is_no_alias_logs_nothing(settings) -> None:
         assert any("describe_collection" in r.getMessage() for r in records)
     finally:
         rpc_log.removeHandler(handler)
+        rpc_log.setLevel(level)
 
 
 def test_lite_database_held_by_another_process_says_what_to_do(settings) -> None:
