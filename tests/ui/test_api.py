@@ -33,7 +33,7 @@ def jpeg(img: Image.Image) -> bytes:
 
 def test_health_and_info(client: TestClient) -> None:
     health = client.get("/health").json()
-    assert health["status"] == "ok" and health["count"] == 2 * len(NAMES)
+    assert health["status"] == "ok" and health["count"] == 2 * len(NAMES), health
     info = client.get("/api/info").json()
     assert info["collection"] == "catalog"
     assert info["live"]["count"] == 2 * len(NAMES) and info["has_text"] is False
