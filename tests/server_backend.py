@@ -67,7 +67,8 @@ def start_milvus_server(
     query coordinator): it is started again, up to ``attempts`` times.
     A restart must listen on the dead process's ports again; one of them may have been
     taken meanwhile as the local port of another process's outgoing connection (they are in
-    the kernel's ephemeral range): the start is tried again a few seconds later.
+    the kernel's ephemeral range): the start is tried again a few seconds later. A first
+    start (no ports recorded in ``base_dir`` yet) that fails starts over on new ports.
     """
     first = not (base_dir / PORTS_FILE).is_file()
     for attempt in range(1, attempts + 1):
