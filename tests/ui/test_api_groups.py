@@ -19,6 +19,7 @@ def client(ui_settings: Settings, ui_searcher: Searcher) -> TestClient:
 def test_group_by_gives_one_result_per_product_with_its_photo_count(client, ui_catalog) -> None:
     photo = (ui_catalog.parent / "img" / "coffee-1.jpg").read_bytes()
     plain = client.post("/api/search/image", files={"image": ("q.jpg", photo)}, data={"limit": 4})
+    assert plain.status_code == 200, plain.text
     assert [m["id"] for m in plain.json()["matches"]][:2] == ["coffee-1", "coffee-0"]
     assert plain.json()["matches"][0]["photos"] is None
 
