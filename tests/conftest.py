@@ -45,34 +45,6 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return max(1, min(cores if quick else cores + 1, MAX_WORKERS))
 
 
-# The files that take longest in a full run (seconds of setup + tests, 2-core machine,
-# 2026-11-30), handed to the xdist workers first. xdist's own order puts the files with the
-# most tests first, so these few-but-long files came last and ran alone at the end while the
-# other workers idled. The rest keep their collection order (pyproject: --no-loadscope-reorder).
-LONGEST_FIRST = (
-    "tests/benchmarks/test_benchmarks.py",  # 82 s
-    "tests/indexer/test_ray_engine.py",  # 64 s
-    "tests/reliability/test_serve_attacks.py",  # 54 s
-    "tests/deploy/test_backends.py",  # 53 s
-    "tests/deploy/test_bulk_import.py",  # 41 s
-    "tests/training/test_adapt.py",  # 38 s
-    "tests/ui/test_browser.py",  # 36 s
-    "tests/training/test_promote.py",  # 29 s
-    "tests/reliability/test_crash.py",  # 27 s
-    "tests/ui/test_live_server.py",  # 25 s
-    "tests/deploy/test_server_restart.py",  # 24 s
-    "tests/reliability/test_hostile_urls.py",  # 23 s
-    "tests/reliability/test_store_faults.py",  # 22 s
-    "tests/deploy/test_live_cron.py",  # 22 s
-)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Longest files first (above); a stable sort, so each file's tests keep their order."""
-    rank = {path: k for k, path in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
-
-
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One model cache for the whole run, shared by its xdist workers.
