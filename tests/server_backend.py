@@ -115,6 +115,7 @@ def _start_once(base_dir: Path, session_ttl: int | None) -> ServerHandle:
         raise RuntimeError(MISSING_SERVER)
     from milvus import MilvusServer, MilvusServerConfig
 
+    config = MilvusServerConfig()
     ports_file = base_dir / PORTS_FILE
     if ports_file.is_file():
         # A restart: etcd's member data remembers its peer URL, and the dead process's
@@ -126,12 +127,11 @@ def _start_once(base_dir: Path, session_ttl: int | None) -> ServerHandle:
         # defaults (19530, 53100, ...): two servers starting at once (the session's and the
         # restart test's, in two xdist workers) would both find the same defaults free and
         # the second binary to bind would die.
-        keys = [k for k in MilvusServerConfig().configurable_items if k.endswith("_port")]
-        keys = [k for k in keys if k != "etcd_port"]  # etcd reads its own file (below)
+        keys = _component_ports(config)
         *free, etcd_client, etcd_peer = _free_ports(len(keys) + 2)
         ports = dict(zip(keys, free, strict=True))
         base_dir.mkdir(parents=True, exist_ok=True)
-    config = MilvusServerConfig(**ports)
+    config.update(**ports)
     config.try_bind_port = _bind_reusable  # a port of the killed process may be in TIME_WAIT
     server = MilvusServer(config, wait_for_started=False)
     server.webservice_port = _free_ports(1)[0]  # /healthz: start() scans up from it, not 9091
@@ -160,8 +160,7 @@ def _start_once(base_dir: Path, session_ttl: int | None) -> ServerHandle:
             else:
                 os.environ[key] = value
     proc = server.server_proc
-    chosen = {k: server.config.get(k) for k in server.config_keys if k.endswith("_port")}
-    chosen = {k: v for k, v in chosen.items() if k != "etcd_port"}
+    chosen = {k: server.config.get(k) for k in _component_ports(server.config)}
     ports_file.write_text(
         json.dumps({**chosen, "etcd_client": etcd_client, "etcd_peer": etcd_peer})
     )
@@ -179,6 +178,11 @@ def _start_once(base_dir: Path, session_ttl: int | None) -> ServerHandle:
         handle.stop()
         raise
     return handle
+
+
+def _component_ports(config) -> list[str]:  # noqa: ANN001 - a MilvusServerConfig
+    """The config's port settings, less etcd's: etcd reads its own file (``_ETCD_CONF``)."""
+    return [k for k in config.configurable_items if k.endswith("_port") and k != "etcd_port"]
 
 
 _ETCD_CONF = """\
