@@ -207,9 +207,12 @@ class MilvusStore:
             self.client.create_collection,
             name,
             schema=schema,
-            index_params=index,
             consistency_level="Strong",
         )
+        # A new collection is empty: its index has nothing to build. pymilvus's create_index
+        # waits for the build by default, and sleeps 0.5 s before its first look.
+        self._call("create_index", self.client.create_index, name, index, sync=False)
+        self._call("load_collection", self.client.load_collection, name)
         self._call(
             "alter_collection_properties",
             self.client.alter_collection_properties,

@@ -154,7 +154,11 @@ def test_alias_promote_switches_live_collection(indexed: Indexed, embedder) -> N
     alias = f"{indexed.settings.store.collection}_promo"
     store.set_alias(alias, blue)
     green = f"{alias}__green"
-    store.create(green, embedder.info)
+    store.create(green, embedder.info)  # with its vector index, loaded, not waiting on a build
+    (index_name,) = store.client.list_indexes(green)
+    index = store.client.describe_index(green, index_name)
+    assert index["index_type"] == indexed.settings.store.index_type
+    assert str(store.client.get_load_state(green)["state"]) == "Loaded"
     rows = store.get(blue, [f"{n}-{k}" for n in NAMES for k in range(2)], vectors=True)
     store.upsert(green, [{**r, "vector": list(r["vector"])} for r in rows[:-1]])
     store.flush(green)
