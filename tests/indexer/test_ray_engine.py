@@ -166,7 +166,8 @@ from search.config import Settings
 settings = Settings.of(**json.loads(sys.argv[1]))
 def progress(done, total):
     print(f"progress {done} {total}", flush=True)
-report = run_index(sys.argv[2], settings, IndexOptions(engine="ray"), progress=progress)
+options = IndexOptions(engine="ray", ray_address=sys.argv[3])
+report = run_index(sys.argv[2], settings, options, progress=progress)
 print("finished", report.embedded, flush=True)
 """
 
@@ -197,11 +198,12 @@ def test_a_killed_ray_run_resumes_without_duplicates(
     fields += ("batch_size", "model", "backend")
     config = {f: v for f, v in settings.flat().items() if f in fields}
     config["backend"] = embedder.backend
-    # A local Ray can fail to start on a loaded 2-core machine ("node timed out during
-    # startup"): a driver that dies before any progress is started once more, and its
-    # stderr is in the message if it fails again.
+    # The driver joins this module's Ray (a cluster outlives a driver killed mid-run, and
+    # the test pays no second cluster start). A driver that dies before any progress is
+    # started once more, and its stderr is in the message if it fails again.
+    address = shared_ray.get_runtime_context().gcs_address
     for _attempt in range(2):
-        killed_at, stderr = _kill_driver_mid_run(config, manifest, tmp_path / "driver.err")
+        killed_at, stderr = _kill_driver_mid_run(config, manifest, address, tmp_path / "driver.err")
         if killed_at is not None:
             break
     assert killed_at is not None and killed_at < n, (
@@ -224,19 +226,22 @@ def test_a_killed_ray_run_resumes_without_duplicates(
     assert (again.embedded, again.unchanged) == (0, n)
 
 
-def _kill_driver_mid_run(config: dict, manifest: Path, err_path: Path) -> tuple[int | None, str]:
-    """Run DRIVER; SIGKILL it once 12 images are done. (images done at the kill, its stderr)"""
+def _kill_driver_mid_run(
+    config: dict, manifest: Path, address: str, err_path: Path
+) -> tuple[int | None, str]:
+    """Run DRIVER on the Ray at ``address``; SIGKILL it once 12 images are done.
+    (images done at the kill, its stderr)"""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     killed_at = None
     with err_path.open("w") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-c", DRIVER, json.dumps(config), str(manifest)],
+            [sys.executable, "-c", DRIVER, json.dumps(config), str(manifest), address],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,
             stderr=err,
             text=True,
-            start_new_session=True,  # its own group: what Ray leaves behind is ours to clean up
+            start_new_session=True,  # its own group, stopped whole below
         )
         try:
             deadline = time.monotonic() + 300
@@ -253,8 +258,7 @@ def _kill_driver_mid_run(config: dict, manifest: Path, err_path: Path) -> tuple[
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=30)
-            time.sleep(2)
-            # Ray's own processes started by that driver, if any outlived it
+            # anything the driver started itself (the Ray workers are the cluster's children)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
     return killed_at, err_path.read_text(errors="replace")
