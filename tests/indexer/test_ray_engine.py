@@ -112,8 +112,8 @@ def test_bulk_write_is_refused_on_milvus_lite(tmp_path: Path, settings, embedder
 @pytest.fixture(scope="module")
 def runtime_embedder(cache_dir: Path, embedder):  # noqa: ANN201
     """The default path of a CPU user (backend auto picks an exported runtime): OpenVINO.
-    Its Ray stages run without torch (the torch-free transform); the killed-run test below
-    keeps the PyTorch path covered."""
+    Its Ray stages run without torch (the torch-free transform). The PyTorch path (a GPU
+    cluster's) is covered by the same-collection test's second Ray run."""
     from search.embedder import Embedder
 
     return Embedder(
@@ -123,19 +123,21 @@ def runtime_embedder(cache_dir: Path, embedder):  # noqa: ANN201
 
 @pytest.mark.slow
 def test_ray_builds_the_same_collection_as_local_then_only_changes(
-    tmp_path: Path, cache_dir: Path, runtime_embedder, shared_ray
+    tmp_path: Path, cache_dir: Path, embedder, runtime_embedder, shared_ray
 ) -> None:
-    embedder = runtime_embedder
+    """Local and Ray on OpenVINO, then Ray's incremental run on PyTorch (its fused decode and
+    transform, as on a GPU cluster) next to local on OpenVINO: the same collection each time,
+    the same failure for the broken file."""
     manifest = product_catalog(tmp_path / "cat", per_product=2)
     (tmp_path / "cat" / "img" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
     with manifest.open("a") as fh:
         fh.write("broken,img/broken.jpg,broken,animals,Acme,1.00,broken\n")
     stores = {e: MilvusStore(lite_settings(tmp_path / e, cache_dir)) for e in ("local", "ray")}
 
-    def index(engine: str):
+    def index(engine: str, emb=runtime_embedder):  # noqa: ANN001, ANN202
         store = stores[engine]
         return run_index(
-            manifest, store.settings, IndexOptions(engine=engine), embedder=embedder, store=store
+            manifest, store.settings, IndexOptions(engine=engine), embedder=emb, store=store
         )
 
     first = {e: index(e) for e in stores}
@@ -146,11 +148,14 @@ def test_ray_builds_the_same_collection_as_local_then_only_changes(
     _assert_same_collection(*(_rows(stores[e], first[e].collection) for e in stores))
 
     _edit_manifest(manifest)
-    second = {e: index(e) for e in stores}
+    second = {"local": index("local"), "ray": index("ray", embedder)}  # Ray on PyTorch
+    assert embedder.backend == "torch"
     for report in second.values():
         # rocket-0 changed and brick-0 is new: embedded; the re-title is a re-tag
         assert (report.embedded, report.added, report.deleted, report.count) == (2, 1, 1, 8)
         assert report.updated == 2
+        assert [f.id for f in report.failed] == ["broken"]  # tried again, failed again
+    assert second["ray"].failed[0].reason == second["local"].failed[0].reason
     rows = {e: _rows(stores[e], second[e].collection) for e in stores}
     _assert_same_collection(rows["local"], rows["ray"])
     assert "astronaut-1" not in rows["ray"] and "brick-0" in rows["ray"]
@@ -189,8 +194,9 @@ def _big_catalog(root: Path, n: int) -> Path:
 
 @pytest.mark.slow
 def test_a_killed_ray_run_resumes_without_duplicates(
-    tmp_path: Path, cache_dir: Path, embedder, shared_ray
+    tmp_path: Path, cache_dir: Path, runtime_embedder, shared_ray
 ) -> None:
+    embedder = runtime_embedder
     n = 48
     manifest = _big_catalog(tmp_path / "cat", n)
     settings = lite_settings(tmp_path / "store", cache_dir).replace(batch_size=4)
