@@ -154,11 +154,15 @@ def stop_server(proc: subprocess.Popen, grace: float = 3) -> None:
             proc.wait(timeout=10)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def live_server(
     tmp_path_factory: pytest.TempPathFactory, ui_settings: Settings, cache_dir: Path
 ) -> Iterator[LiveServer]:
-    """`vsearch serve` on a free 127.0.0.1 port, on a copy of the indexed UI catalog."""
+    """`vsearch serve` on a free 127.0.0.1 port, on a copy of the indexed UI catalog.
+
+    One per module, stopped when the module is done: an idle Gradio server is not idle (its
+    queue polls every millisecond, ~5 % of a core), and the two modules that use it usually
+    run in different xdist workers, each of which kept its server to the end of the run."""
     root = tmp_path_factory.mktemp("ui-live")
     uri = indexed_copy(ui_settings, str(root / "milvus" / "live.db"))
     uploads = root / "gradio-uploads"
