@@ -19,6 +19,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # pytest cannot capture: quiet, as the CLI keeps it (cli.main); tests of the CLI's own output
 # run it without this variable.
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+# A local Ray starts its workers at niceness 15, below everything else here: next to the
+# other xdist workers, the Ray tests' embedding actor and decode tasks got so little CPU that
+# a test taking 9 s alone took 50 s in the full run. At 0 they share the cores like any test.
+os.environ.setdefault("RAY_worker_niceness", "0")
 
 from pathlib import Path  # noqa: E402
 
