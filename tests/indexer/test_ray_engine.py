@@ -28,10 +28,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def shared_ray():  # noqa: ANN201
-    """One local Ray for this module's in-process runs, started as a run starts its own
-    (``connect``); a run that finds Ray running joins it and leaves it running, so the runs
-    here do not each pay a cluster start and stop (about 4 s each). A run's own Ray, started
-    and stopped by the run, is what the killed-driver test's subprocess uses."""
+    """One local Ray for this module's runs, started as a run starts its own (``connect``);
+    a run that finds Ray running joins it and leaves it running, so the runs here do not each
+    pay a cluster start and stop (about 4 s each). The killed-driver test's subprocess joins
+    it by address, as a driver joins a cluster (``--ray-address``)."""
     ray = pytest.importorskip("ray", reason='Ray is not installed (pip install "vsearch[ray]")')
     from indexer.engines.ray_engine import connect, stop_local
 
