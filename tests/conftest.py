@@ -56,10 +56,11 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
 # worker was still in them (bulk import 42 s, the cron tests 24 s) while the cores idled
 # (vmstat: 33-76 % idle). Every other file keeps xdist's order (most tests first; pyproject
 # sets --no-loadscope-reorder so that this order is the one used). The UI files keep their
-# place: with the UI tests moved too, the in-process API tests failed in 3 of 8 runs.
+# place: with the UI tests moved too, the in-process API tests failed in 3 of 8 runs. So does
+# tests/indexer/test_ray_engine.py (~45 s): started in the first seconds of a fresh clone's
+# run, next to every worker's start-up, its local Ray did not come up within Ray's 30 s.
 HEAVY_FIRST = (
     "tests/benchmarks/test_benchmarks.py",  # 5 tests, 78 s
-    "tests/indexer/test_ray_engine.py",  # 7 tests, ~45 s
     "tests/deploy/test_bulk_import.py",  # 1 test, 42 s
     "tests/training/test_promote.py",  # 4 tests, 24 s
     "tests/deploy/test_server_restart.py",  # 1 test, 22 s
