@@ -72,16 +72,15 @@ HEAVY_FIRST = (
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """HEAVY_FIRST, then the other files by their number of tests (most first) as xdist
-    orders them; each file's tests keep their order (a stable sort)."""
-    files = [item.nodeid.split("::", 1)[0] for item in items]
-    counts = Counter(files)
-    first_seen = {f: k for k, f in reversed(list(enumerate(files)))}
-    rank = {path: k for k, path in enumerate(HEAVY_FIRST)}
-    order = {
-        f: (rank.get(f, len(rank)), 0 if f in rank else -counts[f], first_seen[f]) for f in counts
-    }
-    keyed = sorted(zip(files, items, strict=True), key=lambda pair: order[pair[0]])
-    items[:] = [item for _, item in keyed]
+    orders them. The sort is stable: files with the same key, and each file's tests, keep
+    their collection order."""
+
+    def path(item: pytest.Item) -> str:
+        return item.nodeid.split("::", 1)[0]
+
+    counts = Counter(map(path, items))
+    rank = {p: k for k, p in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: (rank.get(path(item), len(rank)), -counts[path(item)]))
 
 
 @pytest.fixture(scope="session")
