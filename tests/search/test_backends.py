@@ -61,6 +61,31 @@ def test_vectors_match_pytorch_on_real_photos(
     assert list(sims.argmax(axis=1)) == [0, 1, 2]
 
 
+def test_openvino_batches_in_chunks_give_each_pictures_own_vector(
+    runtime_embedders: dict[str, Embedder], embedder: Embedder
+) -> None:
+    """OpenVINO runs one picture on its batch-1 model and a batch as padded chunks on its
+    streams: whatever the batch's size and whoever else calls, a picture gets its vector."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from search.backends.runtimes import CHUNK
+
+    emb = runtime_embedders["openvino"]
+    pics = [photo(name, 300) for name in PHOTOS] + [variant(photo(PHOTOS[0], 300), 2)] * 4
+    pixels = np.stack([np.asarray(embedder.preprocess(p)) for p in pics])  # 7: odd, padded
+    alone = np.concatenate([emb.embed_tensors(pixels[i : i + 1]) for i in range(len(pixels))])
+    for n in (len(pixels), CHUNK + 1, CHUNK, 2 * CHUNK):
+        np.testing.assert_allclose(emb.embed_tensors(pixels[:n]), alone[:n], atol=2e-5)
+    ref = embedder.embed_tensors(pixels)
+    assert (alone * ref).sum(axis=1).min() >= 0.99999
+    # server threads: single pictures and batches at once, each gets its own rows back
+    spans = [(i % len(pixels), 1 + i % 3) for i in range(24)]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda s: emb.embed_tensors(pixels[s[0] : s[0] + s[1]]), spans))
+    for (start, n), got in zip(spans, results, strict=True):
+        np.testing.assert_allclose(got, alone[start : start + n], atol=2e-5)
+
+
 def test_provenance_records_backend_and_precision_but_keys_match(
     runtime_embedders: dict[str, Embedder], embedder: Embedder
 ) -> None:
