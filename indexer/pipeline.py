@@ -282,7 +282,10 @@ def _local_batches(run: _Run, refs: list[str]) -> Iterator[Embedded]:
     from search.images.loader import ImageDataset, make_loader, model_input
 
     embedder, tuning = run.embedder, run.tuning
-    torch.set_num_threads(tuning.threads)
+    # torch runs the model on the torch backend only; next to an exported runtime it just
+    # finishes each batch (uint8 -> normalised float), and with more than one thread its
+    # OpenMP threads spin between those small ops on the cores the runtime needs
+    torch.set_num_threads(tuning.threads if embedder.backend == "torch" else 1)
     device = embedder.device
     prep = for_embedder(embedder, batched=tuning.batched_preprocess, fast_resize=tuning.fast_resize)
     draft = embedder.info.image_size if tuning.draft else None

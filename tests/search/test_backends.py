@@ -234,7 +234,10 @@ def test_an_index_on_a_runtime_sees_the_pixels_its_queries_see(
 ) -> None:
     """Indexing with an exported runtime preprocesses photos as its queries do (the torch-free
     transform, search/images/preprocess.py), in the decode worker: a stored vector is what a
-    query by the same file embeds."""
+    query by the same file embeds. The run leaves torch (which only finishes each batch
+    here) on one thread: a second one spins between its small ops on the runtime's cores."""
+    import torch
+
     from indexer.pipeline import run_index
     from search.store import MilvusStore
     from tests.helpers import write_folder
@@ -242,8 +245,10 @@ def test_an_index_on_a_runtime_sees_the_pixels_its_queries_see(
     emb = runtime_embedders[backend]
     assert emb.runtime_preprocess is not None
     files = write_folder(tmp_path / "catalog", PHOTOS[:4], per_product=1)
-    report = run_index(tmp_path / "catalog", settings.replace(workers=1), embedder=emb)
+    torch.set_num_threads(2)
+    report = run_index(tmp_path / "catalog", settings.replace(workers=1, threads=2), embedder=emb)
     assert report.embedded == len(files)
+    assert torch.get_num_threads() == 1
     store = MilvusStore(settings)
     rows = store.get(report.collection, sorted(store.fingerprints(report.collection)), vectors=True)
     stored = {Path(r["image"]).name: np.asarray(r["vector"], np.float32) for r in rows}
