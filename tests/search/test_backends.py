@@ -78,6 +78,7 @@ def test_openvino_batches_in_chunks_give_each_pictures_own_vector(
         np.testing.assert_allclose(emb.embed_tensors(pixels[:n]), alone[:n], atol=2e-5)
     ref = embedder.embed_tensors(pixels)
     assert (alone * ref).sum(axis=1).min() >= 0.99999
+    assert emb.embed_tensors(pixels[:0]).shape == (0, 1280)
     # server threads: single pictures and batches at once, each gets its own rows back
     spans = [(i % len(pixels), 1 + i % 3) for i in range(24)]
     with ThreadPoolExecutor(4) as pool:
