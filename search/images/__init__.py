@@ -15,6 +15,8 @@ preprocesses an image.
 - :mod:`.precision`: the mixed-precision policy of every forward pass (:func:`autocast`).
 - :mod:`.batch` (torch): the model's transform split into a per-image part and a per-batch
   part on the device (:class:`~.batch.BatchPreprocess`), torch resize, device JPEG decode.
+- :mod:`.workers`: decode workers without torch (:class:`~.workers.PixelBatches`), the
+  indexer's loader when an exported runtime runs the model.
 - :mod:`.loader` (torch): the DataLoader factory (:class:`~.loader.ImageDataset`,
   :func:`~.loader.make_loader`, :func:`~.loader.model_input`): decode workers, each image
   read once per job, failures as reasons.

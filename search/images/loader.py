@@ -26,6 +26,7 @@ from ..errors import ImageError
 from .batch import BatchPreprocess, decode_jpegs, resize_crop
 from .decode import BYTES_PER_PIXEL, DEFAULT_MAX_BYTES, sniff_format
 from .decoder import Decoder, failure_reason
+from .workers import die_with_parent
 
 Augment = Callable[[Image.Image], Image.Image]
 
@@ -158,38 +159,9 @@ def model_input(
     return index, hashes, parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
-PR_SET_PDEATHSIG = 1  # <sys/prctl.h>
-
-
 def _worker_init(parent: int, _: int) -> None:
     die_with_parent(parent)  # first: nothing below may keep an orphan alive
     torch.set_num_threads(1)  # workers decode; leave the cores' BLAS threads to the model
-
-
-def die_with_parent(parent: int) -> bool:
-    """Linux: this process gets SIGKILL the moment ``parent`` (the one that forked it) dies.
-
-    A decode worker inherits the parent's open files, the index lock and Milvus Lite's
-    database among them; after a ``kill -9`` of the indexer it used to hold them until
-    PyTorch's watchdog noticed (seconds), so an immediate re-run was refused
-    (tests/reliability/test_orphan_workers.py). The loader is iterated by the thread that
-    made it, so the signal (sent when that thread exits) never comes early. Elsewhere this
-    does nothing.
-    """
-    import ctypes
-    import signal
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        armed = libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
-    if armed and os.getppid() != parent:  # it died before the signal was armed
-        os._exit(1)
-    return armed
 
 
 def make_loader(

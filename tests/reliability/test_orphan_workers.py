@@ -99,7 +99,8 @@ def _alive(pid: int) -> bool:
 
 
 def _is_decode_worker(pid: int) -> bool:
+    """A DataLoader's worker (PyTorch's name), or search/images/workers.py's (ours)."""
     try:
-        return Path(f"/proc/{pid}/comm").read_text().strip() == "pt_data_worker"  # PyTorch's name
+        return Path(f"/proc/{pid}/comm").read_text().strip() in ("pt_data_worker", "vsearch_decode")
     except OSError:
         return False
