@@ -45,7 +45,8 @@ class PixelBatch:
 
 
 class PixelBatches:
-    """Batches of ``refs`` decoded by ``workers`` processes (0: in this process), in order.
+    """Batches of ``refs`` decoded by ``workers`` processes (0, or a system without fork:
+    in this process), in order.
 
     Each worker holds at most ``ahead`` decoded batches ready, so memory stays bounded
     whatever the catalog's size.
@@ -71,7 +72,8 @@ class PixelBatches:
         return len(self.jobs)
 
     def __iter__(self) -> Iterator[PixelBatch]:
-        if self.workers <= 0 or len(self.jobs) <= 1:
+        forks = "fork" in multiprocessing.get_all_start_methods()  # not on Windows
+        if self.workers <= 0 or len(self.jobs) <= 1 or not forks:
             for job in self.jobs:
                 yield decode_batch(self.pre, self.decoder, job)
             return
