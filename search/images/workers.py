@@ -1,6 +1,6 @@
 """Decode workers without torch: the indexer's loader when an exported runtime runs the model.
 
-With ONNX Runtime or OpenVINO nothing in an indexing run needs PyTorch but PyTorch's
+With ONNX Runtime or OpenVINO, the one thing in an indexing run that needed PyTorch was its
 DataLoader, and importing torch costs ~1.8 s and ~600 MB of memory on a CPU machine (the
 CUDA build; measured in docs/benchmarks.md). :class:`PixelBatches` does the DataLoader's job
 for this one case with the standard library: forked worker processes read, hash, decode,

@@ -61,7 +61,7 @@ def test_vectors_match_pytorch_on_real_photos(
     assert list(sims.argmax(axis=1)) == [0, 1, 2]
 
 
-def test_openvino_batches_in_chunks_give_each_pictures_own_vector(
+def test_openvino_batches_in_chunks_give_each_picture_its_own_vector(
     runtime_embedders: dict[str, Embedder], embedder: Embedder
 ) -> None:
     """OpenVINO runs one picture on its batch-1 model and a batch as padded chunks on its
@@ -243,7 +243,9 @@ def test_an_index_on_a_runtime_sees_the_pixels_its_queries_see(
     emb = runtime_embedders[backend]
     assert emb.runtime_preprocess is not None
     files = write_folder(tmp_path / "catalog", PHOTOS[:4], per_product=1)
-    report = run_index(tmp_path / "catalog", settings.replace(workers=1), embedder=emb)
+    # two batches of two: decoded by two forked workers (search/images/workers.py)
+    s = settings.replace(workers=2, batch_size=2)
+    report = run_index(tmp_path / "catalog", s, embedder=emb)
     assert report.embedded == len(files)
     store = MilvusStore(settings)
     rows = store.get(report.collection, sorted(store.fingerprints(report.collection)), vectors=True)
@@ -268,7 +270,8 @@ def test_an_index_on_a_runtime_imports_neither_open_clip_nor_torch(
         "from indexer.pipeline import run_index\n"
         "from search.config import Settings\n"
         f"s = Settings.of(uri={str(tmp_path / 'm.db')!r}, cache_dir={str(cache_dir)!r},\n"
-        f"    lock_dir={str(tmp_path / 'locks')!r}, backend='openvino', device='cpu', workers=1)\n"
+        f"    lock_dir={str(tmp_path / 'locks')!r}, backend='openvino', device='cpu', workers=1,\n"
+        "    batch_size=1)\n"
         f"r = run_index({str(tmp_path / 'catalog')!r}, s)\n"
         "print(r.embedded, *(m in sys.modules for m in ('open_clip', 'torchvision', 'torch')))\n"
     )
