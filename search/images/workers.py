@@ -79,12 +79,13 @@ class PixelBatches:
             return
         workers = min(self.workers, len(self.jobs))
         # One pipe per worker and batch k to worker k % workers, so the batches come back in
-        # order with nothing shared between the workers (multiprocessing.Pool's shared task
-        # queue hung on terminate in one of our test runs). Only the batch's number goes down
-        # a pipe (the workers have the jobs from the fork), so a send never waits on a
-        # worker that is itself waiting to send its batch back. Plain fork, as the DataLoader:
-        # forkserver/spawn would re-import __main__, which breaks callers running from a
-        # notebook or stdin. Workers never touch gRPC.
+        # order with nothing shared between the workers (a first version on
+        # multiprocessing.Pool, whose workers share one task queue, hung once in the test that
+        # abandons an iteration). Only the batch's number goes down a pipe (the workers have
+        # the jobs from the fork), so a send never waits on a worker that is itself waiting to
+        # send its batch back. Plain fork, as the DataLoader: forkserver/spawn would re-import
+        # __main__, which breaks callers running from a notebook or stdin. Workers never
+        # touch gRPC.
         context = multiprocessing.get_context("fork")
         parent = os.getpid()
         procs, pipes = [], []
