@@ -61,16 +61,27 @@ def test_vectors_match_pytorch_on_real_photos(
     assert list(sims.argmax(axis=1)) == [0, 1, 2]
 
 
-def test_openvino_batches_in_chunks_give_each_picture_its_own_vector(
-    runtime_embedders: dict[str, Embedder], embedder: Embedder
+@pytest.mark.parametrize("backend", RUNTIMES)
+def test_one_picture_and_batches_give_each_picture_its_own_vector(
+    runtime_embedders: dict[str, Embedder], embedder: Embedder, backend: str
 ) -> None:
-    """OpenVINO runs one picture on its batch-1 model and a batch as padded chunks on its
-    streams: whatever the batch's size and whoever else calls, a picture gets its vector."""
+    """A runtime runs one picture and a batch on different compiled forms (OpenVINO: a
+    batch-1 model, and padded chunks on its streams; ONNX Runtime: a session whose threads
+    spin, and one whose threads sleep): whatever the batch's size and whoever else calls, a
+    picture gets its vector."""
     from concurrent.futures import ThreadPoolExecutor
 
     from search.backends.runtimes import CHUNK
 
-    emb = runtime_embedders["openvino"]
+    emb = runtime_embedders[backend]
+    if backend == "onnxruntime":
+        spins = [
+            session.get_session_options().get_session_config_entry(
+                "session.intra_op.allow_spinning"
+            )
+            for session in (emb._runner.session, emb._runner._batch_session)
+        ]
+        assert spins == ["1", "0"]
     pics = [photo(name, 300) for name in PHOTOS] + [variant(photo(PHOTOS[0], 300), 2)] * 4
     pixels = np.stack([np.asarray(embedder.preprocess(p)) for p in pics])  # 7: odd, padded
     alone = np.concatenate([emb.embed_tensors(pixels[i : i + 1]) for i in range(len(pixels))])
