@@ -304,11 +304,16 @@ class Embedder:
         :mod:`search.images.preprocess` does not reproduce (open_clip's is used then)."""
         return self._pre if self._runner is not None else None
 
-    def embed_tensors(self, batch: Any) -> np.ndarray:
-        """Embed a batch of already preprocessed images (N, 3, H, W; a tensor or an array)."""
+    def embed_tensors(self, batch: Any, *, waiting: bool = False) -> np.ndarray:
+        """Embed a batch of already preprocessed images (N, 3, H, W; a tensor or an array).
+
+        ``waiting``: someone waits for this batch (a query's photo and its crops), so a
+        runtime answers it the fastest way rather than the way that leaves the most CPU to
+        other work (the indexer's decode workers); see :mod:`search.backends.runtimes`.
+        """
         if self._runner is None:
             return self._torch_model().encode_images(batch)
-        return _normalise(self._runner.run(batch))
+        return _normalise(self._runner.run(batch, waiting=waiting))
 
     def embed_images(
         self, images: Sequence[Image.Image | bytes | str | Path], batch_size: int = 8
@@ -318,8 +323,8 @@ class Embedder:
         size, pre = self.info.image_size, self.runtime_preprocess
         for start in range(0, len(images), batch_size):
             pics = [open_image(im, draft_size=size) for im in images[start : start + batch_size]]
-            if pre is not None:  # no torch on this path
-                out.append(self.embed_tensors(pre.batch(pics)))
+            if pre is not None:  # no torch on this path; a query: someone waits for it
+                out.append(self.embed_tensors(pre.batch(pics), waiting=True))
             else:
                 import torch
 

@@ -1,7 +1,8 @@
 """The CPU runtimes: ONNX Runtime and OpenVINO, running the exported image tower.
 
 A runner takes the model input, float32 (N, 3, H, W), and returns the raw image features
-(N, D), float32; the embedder normalises them for every backend alike. Each is safe to call
+(N, D), float32 (``waiting``: a caller waits for them, a query's photo and crops); the
+embedder normalises them for every backend alike. Each is safe to call
 from several threads (a server's request threads). Importing this module imports neither
 runtime; building a runner imports its own.
 """
@@ -28,12 +29,13 @@ OPENVINO_PRECISIONS = {"auto": "f32", "fp32": "f32", "bf16": "bf16", "fp16": "f1
 class OnnxRuntimeRunner:
     """The ONNX graph in ONNX Runtime's CPU provider (all graph optimisations on).
 
-    Two sessions of the same graph (docs/benchmarks.md has the figures): one picture (a
-    photo query) runs on one whose idle threads spin, waiting for work without sleeping
-    (one picture every 25 ms: 7.4 ms p50 against 12.8 ms when they sleep); a batch (the
-    indexer, a query's crops) runs on one whose threads sleep when idle, since spinning
-    threads take the cores the indexer's decode workers need (the indexer on the benchmark
-    CPU: 78-90 images/s and 20.3-22.8 core-ms per image against 70-76 and 25.2-27.3).
+    Two sessions of the same graph (docs/benchmarks.md has the figures): what a caller waits
+    for (``waiting``: a photo query, its crops) and single pictures run on one whose idle
+    threads spin, waiting for work without sleeping (one picture every 25 ms: 7.4 ms p50
+    against 12.8 ms when they sleep); other batches (the indexer) run on one whose threads
+    sleep when idle, since spinning threads take the cores the indexer's decode workers
+    need (the indexer on the benchmark CPU: 78-90 images/s and 20.3-22.8 core-ms per image
+    against 70-76 and 25.2-27.3).
     """
 
     backend = "onnxruntime"
@@ -52,9 +54,9 @@ class OnnxRuntimeRunner:
         self.input_name = self.session.get_inputs()[0].name
         self.precision = "fp32"
 
-    def run(self, pixels: np.ndarray) -> np.ndarray:
+    def run(self, pixels: np.ndarray, *, waiting: bool = False) -> np.ndarray:
         pixels = _as_input(pixels)
-        session = self.session if len(pixels) == 1 else self._batch_session
+        session = self.session if waiting or len(pixels) == 1 else self._batch_session
         return np.asarray(session.run(None, {self.input_name: pixels})[0], np.float32)
 
 
@@ -120,7 +122,8 @@ class OpenVinoRunner:
         self._single_lock = threading.Lock()
         self._batch_lock = threading.Lock()
 
-    def run(self, pixels: np.ndarray) -> np.ndarray:
+    def run(self, pixels: np.ndarray, *, waiting: bool = False) -> np.ndarray:
+        """``waiting`` changes nothing here: the streams also answer a query's crops fastest."""
         pixels = _as_input(pixels)
         if len(pixels) == 1:
             with self._single_lock:  # one request at a time: it uses every thread

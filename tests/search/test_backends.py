@@ -63,7 +63,7 @@ def test_vectors_match_pytorch_on_real_photos(
 
 @pytest.mark.parametrize("backend", RUNTIMES)
 def test_one_picture_and_batches_give_each_picture_its_own_vector(
-    runtime_embedders: dict[str, Embedder], embedder: Embedder, backend: str
+    runtime_embedders: dict[str, Embedder], embedder: Embedder, backend: str, monkeypatch
 ) -> None:
     """A runtime runs one picture and a batch on different compiled forms (OpenVINO: a
     batch-1 model, and padded chunks on its streams; ONNX Runtime: a session whose threads
@@ -82,6 +82,16 @@ def test_one_picture_and_batches_give_each_picture_its_own_vector(
             for session in (emb._runner.session, emb._runner._batch_session)
         ]
         assert spins == ["1", "0"]
+        # a query's photos (its crops: a batch) go to the spinning session, the indexer's not
+        calls: list[str] = []
+        for name in ("session", "_batch_session"):
+            monkeypatch.setattr(
+                emb._runner, name, _SessionSpy(getattr(emb._runner, name), name, calls)
+            )
+        emb.embed_images([photo(n, 300) for n in PHOTOS[:3]])
+        emb.embed_tensors(np.zeros((3, 3, 224, 224), np.float32))
+        monkeypatch.undo()
+        assert calls == ["session", "_batch_session"]
     pics = [photo(name, 300) for name in PHOTOS] + [variant(photo(PHOTOS[0], 300), 2)] * 4
     pixels = np.stack([np.asarray(embedder.preprocess(p)) for p in pics])  # 7: odd, padded
     alone = np.concatenate([emb.embed_tensors(pixels[i : i + 1]) for i in range(len(pixels))])
@@ -96,6 +106,17 @@ def test_one_picture_and_batches_give_each_picture_its_own_vector(
         results = list(pool.map(lambda s: emb.embed_tensors(pixels[s[0] : s[0] + s[1]]), spans))
     for (start, n), got in zip(spans, results, strict=True):
         np.testing.assert_allclose(got, alone[start : start + n], atol=2e-5)
+
+
+class _SessionSpy:
+    """Records which of ONNX Runtime's two sessions ran, and runs it."""
+
+    def __init__(self, real: object, name: str, calls: list[str]) -> None:
+        self.real, self.name, self.calls = real, name, calls
+
+    def run(self, *args: object) -> object:
+        self.calls.append(self.name)
+        return self.real.run(*args)  # type: ignore[attr-defined]
 
 
 def test_provenance_records_backend_and_precision_but_keys_match(
