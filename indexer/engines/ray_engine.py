@@ -38,8 +38,8 @@ from search.config import Settings
 from search.embedder import Embedder
 from search.errors import ConfigError, ProvenanceMismatch
 from search.images import Decoder
-from search.images.decoder import failure_reason
 from search.images.preprocess import Preprocess
+from search.images.workers import read_picture
 
 from ..decoding import catalog_decoder
 from ..tuning import Tuning
@@ -131,7 +131,7 @@ def decode_batch(
     # one shape for every block (a failed image is zeros): ragged blocks would turn into
     # object arrays when Ray re-batches them
     if isinstance(prep, Preprocess):
-        samples = [_crop(ref, prep, decoder) for ref in refs]
+        samples = [read_picture(ref, prep, decoder) for ref in refs]
         pixels = np.zeros((len(refs), size, size, 3), np.uint8)
     else:
         from search.images.loader import ImageDataset
@@ -150,15 +150,6 @@ def decode_batch(
         "hash": np.asarray([h for _, h, _ in samples], object),
         "error": np.asarray([e for _, _, e in samples], object),
     }
-
-
-def _crop(ref: str, pre: Preprocess, decoder: Decoder) -> tuple[np.ndarray | None, str, str]:
-    """(uint8 crop (H, W, 3), content hash, "") or (None, "", why it failed)."""
-    try:
-        data, content_hash = decoder.load(ref)
-        return pre.pixels(decoder.decode(data)), content_hash, ""
-    except Exception as exc:  # never let one file kill a worker
-        return None, "", failure_reason(exc)
 
 
 class EmbedActor:

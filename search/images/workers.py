@@ -68,9 +68,6 @@ class PixelBatches:
         self.pre, self.decoder = pre, decoder
         self.workers, self.ahead = workers, ahead
 
-    def __len__(self) -> int:
-        return len(self.jobs)
-
     def __iter__(self) -> Iterator[PixelBatch]:
         forks = "fork" in multiprocessing.get_all_start_methods()  # not on Windows
         if self.workers <= 0 or len(self.jobs) <= 1 or not forks:
@@ -130,15 +127,24 @@ def decode_batch(pre: Preprocess, decoder: Decoder, job: list[tuple[int, str]]) 
     """Read, hash, decode, resize and crop each image of ``job``; a bad one is a reason."""
     index, hashes, pictures, failed = [], [], [], []
     for position, ref in job:
-        try:
-            data, chash = decoder.load(ref)
-            pictures.append(pre.pixels(decoder.decode(data)))
-        except Exception as exc:  # never let one file stop the job or kill a worker
-            failed.append((position, failure_reason(exc)))
+        picture, chash, error = read_picture(ref, pre, decoder)
+        if picture is None:
+            failed.append((position, error))
             continue
         index.append(position)
         hashes.append(chash)
+        pictures.append(picture)
     return PixelBatch(index, hashes, np.stack(pictures) if pictures else None, failed)
+
+
+def read_picture(ref: str, pre: Preprocess, decoder: Decoder) -> tuple[np.ndarray | None, str, str]:
+    """(uint8 picture (H, W, 3), content hash, "") or (None, "", why it failed): one image
+    read, hashed, decoded, resized and cropped, for these workers and Ray's decode tasks."""
+    try:
+        data, content_hash = decoder.load(ref)
+        return pre.pixels(decoder.decode(data)), content_hash, ""
+    except Exception as exc:  # never let one file stop the job or kill a worker
+        return None, "", failure_reason(exc)
 
 
 def _work(
