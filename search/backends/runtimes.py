@@ -100,7 +100,7 @@ class OpenVinoRunner:
         hint = OPENVINO_PRECISIONS.get(precision)
         if hint is None:
             raise ConfigError(f"unknown precision {precision!r} ({', '.join(OPENVINO_PRECISIONS)})")
-        self._xml = exports.openvino_xml
+        xml = exports.openvino_xml
         self._config: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": hint,
             "CACHE_DIR": str(exports.root / "openvino" / "compiled"),
@@ -108,16 +108,16 @@ class OpenVinoRunner:
         if threads > 0:
             self._config["INFERENCE_NUM_THREADS"] = threads
         try:
-            if not self._xml.is_file():
-                convert_to_openvino(exports.onnx, self._xml)
-            model = openvino_core().read_model(str(self._xml))
+            if not xml.is_file():
+                convert_to_openvino(exports.onnx, xml)
+            model = openvino_core().read_model(str(xml))
             dims = list(model.input(0).get_partial_shape())[1:]  # (C, H, W); batch is dynamic
             picture = tuple(dim.get_length() for dim in dims)
             self._single = self._compile(model, (1, *picture), "LATENCY").create_infer_request()
             self._queue = self._chunk_queue(self._compile(model, (CHUNK, *picture), "THROUGHPUT"))
             self._dim = model.output(0).get_partial_shape()[1].get_length()
         except Exception as exc:
-            raise ModelError(f"OpenVINO cannot compile {self._xml}: {exc}") from exc
+            raise ModelError(f"OpenVINO cannot compile {xml}: {exc}") from exc
         self.precision = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}[hint]
         self._single_lock = threading.Lock()
         self._batch_lock = threading.Lock()
