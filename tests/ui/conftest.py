@@ -115,28 +115,42 @@ class LiveServer:
 def start_server(
     uri: str, cache_dir: Path, log: Path, *extra: str, timeout: float = 240, **env: str
 ) -> LiveServer:
-    port = free_port()
-    out = log.open("w")
-    proc = subprocess.Popen(
-        [VSEARCH, "serve", "--uri", uri, "--port", str(port), *extra],
-        env=child_env(cache_dir, **env),
-        stdout=out,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"vsearch serve exited {proc.returncode}: {log.read_text()[-3000:]}")
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code in (200, 503):
-                uploads = env.get("GRADIO_TEMP_DIR")
-                return LiveServer(url, proc, log, Path(uploads) if uploads else None)
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    stop_server(proc)
-    raise RuntimeError(f"vsearch serve did not start in {timeout}s: {log.read_text()[-3000:]}")
+    """`vsearch serve` on a free 127.0.0.1 port, once it answers /health.
+
+    free_port() closes its socket before the server binds, and in the seconds the server takes
+    to start another process can take that port (seen once in a fresh clone's full run:
+    "[Errno 98] ... address already in use"): then the server is started again on a new port.
+    """
+    for attempt in range(3):
+        port = free_port()
+        with log.open("w") as out:  # the server writes to its own copy of the descriptor
+            proc = subprocess.Popen(
+                [VSEARCH, "serve", "--uri", uri, "--port", str(port), *extra],
+                env=child_env(cache_dir, **env),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                text = log.read_text()
+                if "address already in use" in text and attempt < 2:
+                    break  # the port was taken before the server bound it: another one
+                raise RuntimeError(f"vsearch serve exited {proc.returncode}: {text[-3000:]}")
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code in (200, 503):
+                    uploads = env.get("GRADIO_TEMP_DIR")
+                    return LiveServer(url, proc, log, Path(uploads) if uploads else None)
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        else:
+            stop_server(proc)
+            raise RuntimeError(
+                f"vsearch serve did not start in {timeout}s: {log.read_text()[-3000:]}"
+            )
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def stop_server(proc: subprocess.Popen, grace: float = 3) -> None:
