@@ -424,8 +424,16 @@ def _make_live_if_first(store: MilvusStore, alias: str, physical: str, report: I
 
 
 class _Writer:
-    """Upserts batches in a background thread while the next batch embeds."""
+    """Upserts batches in a background thread while the next batch embeds.
 
+    Rows go to Milvus in requests of at least :attr:`min_rows` (the last one may be
+    smaller) and at most :attr:`coalesce_rows`, whatever the batch size: each request has a
+    fixed cost, and Lite's server runs in this process, on the cores the model and the decode
+    workers use. Milvus Lite on the benchmark CPU, 1280-d vectors: 0.67-0.88 core-ms a row in
+    requests of 8 rows, 0.37-0.51 in requests of 64 (docs/benchmarks.md).
+    """
+
+    min_rows = 64
     coalesce_rows = 256
 
     def __init__(self, store: MilvusStore, physical: str) -> None:
@@ -441,11 +449,11 @@ class _Writer:
             rows = self.queue.get()
             if rows is None:
                 return
-            # Batches that queued up while the last upsert ran go in one request: each
-            # request costs a round trip, and Lite's server shares this process's CPU.
+            # Wait for min_rows, then take whatever else queued up while the last upsert
+            # ran, up to coalesce_rows.
             while len(rows) < self.coalesce_rows:
                 try:
-                    more = self.queue.get_nowait()
+                    more = self.queue.get(block=len(rows) < self.min_rows)
                 except queue.Empty:
                     break
                 if more is None:

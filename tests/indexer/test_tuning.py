@@ -163,6 +163,7 @@ def test_the_writer_sends_batches_that_queued_up_in_one_request() -> None:
 
     store = _SlowStore()
     writer = _Writer(store, "c")  # type: ignore[arg-type]
+    writer.min_rows = 1  # what a batch brings: the first upsert starts with batch 0 alone
     batches = [[{"id": f"{b}-{i}"} for i in range(4)] for b in range(4)]
     writer.put(batches[0])
     assert store.entered.wait(10)  # the writer took batch 0 and waits inside upsert
@@ -172,3 +173,27 @@ def test_the_writer_sends_batches_that_queued_up_in_one_request() -> None:
     writer.close()
     assert store.calls[0] == [r["id"] for r in batches[0]]
     assert store.calls[1:] == [[r["id"] for b in batches[1:] for r in b]]
+
+
+class _RecordingStore:
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def upsert(self, collection: str, rows: list[dict]) -> None:
+        self.calls.append([r["id"] for r in rows])
+
+
+@pytest.mark.parametrize("batch", [1, 3, 8, 64])
+def test_the_writer_sends_at_least_min_rows_per_request_and_every_row_once(batch: int) -> None:
+    from indexer.pipeline import _Writer
+
+    store = _RecordingStore()
+    writer = _Writer(store, "c")  # type: ignore[arg-type]
+    ids = [f"r{i}" for i in range(203)]
+    for start in range(0, len(ids), batch):
+        writer.put([{"id": i} for i in ids[start : start + batch]])
+    writer.close()
+    assert [i for call in store.calls for i in call] == ids  # in order, none lost or repeated
+    assert all(len(call) >= _Writer.min_rows for call in store.calls[:-1])
+    assert all(len(call) <= _Writer.coalesce_rows + batch for call in store.calls)
+    assert len(store.calls) <= -(-len(ids) // _Writer.min_rows)
