@@ -207,7 +207,8 @@ class _ManifestReader:
         image_column: str | None,
         numeric: tuple[str, ...],
     ) -> None:
-        self.root, self.roots = root, roots
+        self.root, self.roots = str(root), [str(r) for r in roots]
+        self.resolve = _Resolver()
         self.id_column, self.image_column, self.numeric = id_column, image_column, numeric
         self.complete = True
 
@@ -274,14 +275,38 @@ class _ManifestReader:
             return image
         if "://" in image:
             raise ValueError(f"unsupported URL scheme in {image!r} (http and https only)")
-        try:
-            candidate = Path(image).expanduser()
-        except RuntimeError:  # "~nosuchuser/...": no home directory to expand
-            candidate = Path(image)
-        full = _resolve(candidate if candidate.is_absolute() else self.root / candidate)
+        candidate = os.path.expanduser(image)  # "~nosuchuser/...": left as it is
+        full = self.resolve(os.path.join(self.root, candidate))  # an absolute one stays
         if not _inside(full, self.roots):
             raise ValueError(f"image path {image!r} is outside the allowed catalog roots")
-        return str(full)
+        return full
+
+
+class _Resolver:
+    """``Path.resolve()`` of many files, each folder resolved once.
+
+    A manifest's rows share a few folders: resolving every path whole took ~50 us a row
+    (8 lstat calls and pathlib's parsing; 5 s for 100,000 rows), every cron run. The real
+    path of a file is the real path of its folder joined with its name unless the name is a
+    symlink, which is then resolved whole, as before (loops and all).
+    """
+
+    def __init__(self) -> None:
+        self._folders: dict[str, str] = {}
+
+    def __call__(self, path: str) -> str:
+        folder, name = os.path.split(path)
+        if name in ("", ".", ".."):
+            return str(_resolve(Path(path)))
+        real = self._folders.get(folder)
+        if real is None:
+            real = self._folders[folder] = str(_resolve(Path(folder)))
+        full = os.path.join(real, name)
+        try:
+            link = stat.S_ISLNK(os.lstat(full).st_mode)
+        except OSError:  # missing (the reader says so later), or not a folder above it
+            link = False
+        return str(_resolve(Path(full))) if link else full
 
 
 def _number(value: Any, column: str) -> float | int | None:
@@ -301,5 +326,10 @@ def _number(value: Any, column: str) -> float | int | None:
     return int(num) if float(num).is_integer() and isinstance(value, int) else float(num)
 
 
-def _inside(path: Path, roots: Sequence[Path]) -> bool:
-    return any(path == r or path.is_relative_to(r) for r in roots)
+def _inside(path: str | Path, roots: Sequence[str | Path]) -> bool:
+    """Whether the resolved ``path`` is one of the resolved ``roots`` or below one."""
+    path = str(path)
+    for root in map(str, roots):
+        if path == root or path.startswith(root if root.endswith(os.sep) else root + os.sep):
+            return True
+    return False

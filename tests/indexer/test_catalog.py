@@ -1,4 +1,5 @@
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,41 @@ def test_unusable_sources_raise(tmp_path: Path) -> None:
     (tmp_path / "x.txt").write_text("")
     with pytest.raises(CatalogError, match="folder, a .csv or a .jsonl"):
         load_catalog(tmp_path / "x.txt")
+
+
+def test_the_resolver_gives_what_path_resolve_gives(tmp_path: Path) -> None:
+    """Manifest paths are resolved a folder at a time (indexer.catalog._Resolver); the
+    result must be Path.resolve()'s for every kind of path, symlinks and '..' included."""
+    from indexer.catalog import _Resolver
+
+    root = tmp_path / "shop"
+    (root / "img" / "a").mkdir(parents=True)
+    (root / "img" / "a" / "x.jpg").write_bytes(b"x")
+    elsewhere = tmp_path / "elsewhere" / "deep"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "y.jpg").write_bytes(b"y")
+    os.symlink(elsewhere, root / "img" / "linked")  # a folder link leaving the root
+    os.symlink(root / "img" / "a" / "x.jpg", root / "img" / "a" / "alias.jpg")
+    os.symlink(elsewhere / "y.jpg", root / "img" / "a" / "out.jpg")
+    os.symlink("nowhere.jpg", root / "img" / "a" / "dangling.jpg")
+    names = [
+        "img/a/x.jpg",
+        "img/a/alias.jpg",
+        "img/a/out.jpg",
+        "img/a/dangling.jpg",
+        "img/a/missing.jpg",
+        "img/missing/x.jpg",
+        "img/linked/y.jpg",
+        "img/linked/../y.jpg",  # '..' after a folder link: the link's parent, not img/
+        "img/linked/..",
+        "img/./a//x.jpg",
+        "img/a/x.jpg/",
+        "img/a/x.jpg/inner.jpg",  # a file used as a folder
+        "../shop/img/a/x.jpg",
+        str(elsewhere / "y.jpg"),
+        ".",
+    ]
+    resolve = _Resolver()
+    for _ in range(2):  # the second round answers from the folder cache
+        for name in names:
+            assert resolve(os.path.join(root, name)) == str((root / name).resolve()), name
