@@ -25,6 +25,7 @@ Prints Markdown tables and writes JSON (default bench-results/backends-<device>.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import logging
 import os
@@ -191,6 +192,15 @@ def decode_options(paths: list[Path], size: int) -> list[dict[str, Any]]:
     return rows
 
 
+def precision_check(emb: Any, paths: list[Path], manifest: Path) -> Any:
+    """``vsearch check-precision`` for bf16 on the workload's photos (recorded in the cache)."""
+    pre = emb.runtime_preprocess
+    pixels = pre.batch([_open(p, emb.info.image_size) for p in paths])
+    check = emb.check_precision(pixels, "bf16", catalog=str(manifest))
+    log.info("precision check: %s", check.describe())
+    return check
+
+
 def cold_cli(backends: list[str], photo: Path, catalog: Path, cache_dir: str, runs: int) -> dict:
     """Median wall seconds of a fresh ``vsearch search`` process per backend."""
     env = {**os.environ, "VSEARCH_CACHE_DIR": cache_dir, "HF_HUB_OFFLINE": "1"}
@@ -224,7 +234,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "workload": workload.describe(manifest.parent),
     }
     pairs = configs(not args.quick)
-    embs = {f"{b}/{p}": load(b, p, cache_dir, threads) for b, p in pairs}
+    embs = {f"{b}/{p}": load(b, p, cache_dir, threads) for b, p in pairs if p == "fp32"}
+    if ("openvino", "bf16") in pairs:  # a lossy precision runs only after its recall check
+        check = precision_check(embs["openvino/fp32"], paths[: args.check_images], manifest)
+        result["precision_check"] = dataclasses.asdict(check) | {"passed": check.passed}
+        if check.passed:
+            embs["openvino/bf16"] = load("openvino", "bf16", cache_dir, threads)
+        else:
+            log.warning("bf16 not measured: %s", check.describe())
     ref = embs["torch/fp32"]
     result["model"] = ref.info.describe()
     result["chosen_by_auto"] = Embedder(
@@ -317,12 +334,23 @@ def _open(path: Path, draft: int) -> Any:
     return open_image(path, draft_size=draft or None)
 
 
+def _describe_check(record: dict[str, Any]) -> str:
+    from search.backends.precision_check import PrecisionCheck
+
+    return PrecisionCheck(**{k: v for k, v in record.items() if k != "passed"}).describe()
+
+
 def report(result: dict[str, Any]) -> str:
     m = result["machine"]
     parts = [
         f"machine: {m['cores']} cores, {m['cpu']}, {m['threads']} threads, "
         f"load {m['loadavg_start']} -> {m.get('loadavg_end', '')}; model {result['model']}; "
         f"auto chose: {result['chosen_by_auto']}",
+        *(
+            [f"bf16's recall check (its gate): {_describe_check(result['precision_check'])}"]
+            if "precision_check" in result
+            else []
+        ),
         common.table(
             "Backends (forward img/s on preprocessed pixels; query = embed one phone photo)",
             result["backends"],
@@ -380,6 +408,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--min-s", type=float, default=0.5, help="seconds per forward slice")
     p.add_argument("--queries", type=int, default=30)
     p.add_argument("--agree", type=int, default=32, help="photos in the agreement check")
+    p.add_argument(
+        "--check-images", type=int, default=64, help="photos in bf16's recall check (its gate)"
+    )
     p.add_argument("--decode-count", type=int, default=64)
     p.add_argument("--cold-runs", type=int, default=3)
     p.add_argument("--cache-dir", default=None)

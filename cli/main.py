@@ -42,6 +42,7 @@ COMMAND_MODULES = (
     "serve",
     "evaluate",
     "finetune",
+    "precision",
     "milvus_server",
     "settings",
 )

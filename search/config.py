@@ -110,7 +110,7 @@ class ModelSettings:
     precision: str = option(
         "auto",
         "auto, fp32, fp16, bf16: CUDA autocast (auto: bf16/fp16); on a CPU fp32 unless "
-        "set (bf16/fp16 with openvino)",
+        "set (bf16/fp16: OpenVINO's, once `vsearch check-precision` passed on the catalog)",
         choices=PRECISIONS,
     )
     cache_dir: str = option(

@@ -26,10 +26,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import allocator
-from .backends import BACKENDS, RUNTIMES, installed
+from .backends import BACKENDS, RUNTIMES, installed, precision_check
 from .backends.calibrate import cached_choice, calibrate, machine_key
 from .backends.device import cores, resolve_device
 from .backends.export import ExportCache, export_onnx, identity
+from .backends.precision_check import LOSSY, require_passed
 from .backends.torch_model import TorchModel
 from .errors import ConfigError, TextSearchUnsupported
 from .images import Preprocess, open_image
@@ -171,6 +172,8 @@ class Embedder:
             return backend
         if self.device != "cpu":
             return "torch"  # torch + autocast on CUDA
+        if self._precision in LOSSY and installed("openvino"):
+            return "openvino"  # the one CPU backend that offers it (after its recall check)
         return cached_choice(self._exports, self._machine_key()) or "calibrate"
 
     def _machine_key(self) -> str:
@@ -331,6 +334,41 @@ class Embedder:
                 out.append(self.embed_tensors(torch.stack([self.preprocess(p) for p in pics])))
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
+    def check_precision(
+        self,
+        pixels: np.ndarray,
+        precision: str,
+        *,
+        catalog: str,
+        k: int = precision_check.DEFAULT_K,
+        min_recall: float = precision_check.DEFAULT_MIN_RECALL,
+    ) -> precision_check.PrecisionCheck:
+        """Measure ``precision`` against this embedder's fp32 runtime on ``pixels`` (model
+        input, (N, 3, H, W), a sample of ``catalog``) and record the result: what a lossy
+        precision needs before it runs here."""
+        if self._runner is None or self._runner.precision != "fp32":
+            raise ConfigError(
+                "a precision check compares a runtime's fp32 vectors: load the model with "
+                "--backend openvino --precision fp32"
+            )
+        from .backends.runtimes import RUNNERS
+
+        candidate = RUNNERS[self.backend](self._exports, precision=precision, threads=self._threads)
+        if candidate.precision not in LOSSY:
+            raise ConfigError(f"precision {precision} is fp32 on {self.backend}: nothing to check")
+        check = precision_check.measure(
+            self._runner.run,
+            candidate.run,
+            pixels,
+            backend=self.backend,
+            precision=candidate.precision,
+            catalog=catalog,
+            k=k,
+            min_recall=min_recall,
+        )
+        precision_check.record(self._exports, check)
+        return check
+
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Embed text queries (in PyTorch); raises TextSearchUnsupported for image-only models."""
         if not self.info.has_text:
@@ -342,9 +380,14 @@ class Embedder:
 
 
 def _make_runner(backend: str, exports: ExportCache, precision: str, threads: int) -> Any:
+    """The runtime's runner; a lossy precision (bf16, fp16) only after its recall check on
+    a catalog passed here (:mod:`.backends.precision_check`)."""
     from .backends.runtimes import RUNNERS
 
-    return RUNNERS[backend](exports, precision=precision, threads=threads)
+    runner = RUNNERS[backend](exports, precision=precision, threads=threads)
+    if runner.precision in LOSSY:
+        require_passed(exports, backend, runner.precision)
+    return runner
 
 
 def _normalise(feats: np.ndarray) -> np.ndarray:

@@ -227,18 +227,61 @@ def test_text_stays_refused_for_an_image_only_model(
     assert emb._torch is None  # refused before loading PyTorch
 
 
-def test_openvino_bf16_where_the_cpu_has_it(
-    runtime_embedders: dict[str, Embedder], embedder: Embedder, cache_dir: Path
+def test_bf16_runs_only_after_its_recall_check_on_the_catalog_passed(
+    runtime_embedders: dict[str, Embedder],
+    embedder: Embedder,
+    cache_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    """The one test that writes precision checks into the shared cache (no other races it)."""
+    from cli.main import main
+    from search.backends import precision_check
     from search.backends.runtimes import openvino_core
+    from tests.helpers import write_folder
 
     if "BF16" not in openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
         pytest.skip("this CPU has no bf16")
-    bf16 = Embedder(MODEL, device="cpu", cache_dir=cache_dir, backend="openvino", precision="bf16")
-    assert bf16.info.precision == "bf16"
+    exports = runtime_embedders["openvino"]._exports
+    (exports.root / precision_check.CHECKS_NAME).unlink(missing_ok=True)
+
+    def bf16() -> Embedder:
+        return Embedder(
+            MODEL, device="cpu", cache_dir=cache_dir, backend="openvino", precision="bf16"
+        )
+
+    with pytest.raises(ConfigError, match="has not been checked.*vsearch check-precision"):
+        bf16()
+    with pytest.raises(ConfigError, match="has not been checked"):  # auto: OpenVINO's bf16
+        Embedder(MODEL, device="cpu", cache_dir=cache_dir, backend="auto", precision="bf16")
+    # a check that fails keeps it off, and says how it did
     pics = _photos()
-    cosines = (bf16.embed_images(pics) * embedder.embed_images(pics)).sum(axis=1)
-    assert cosines.min() >= 0.995, cosines  # measured ~0.9997; not the f32 guarantee
+    pixels = runtime_embedders["openvino"].runtime_preprocess.batch(pics)
+    failed = runtime_embedders["openvino"].check_precision(
+        pixels, "bf16", catalog="photos", k=3, min_recall=1.01
+    )
+    assert not failed.passed and failed.images == len(pics) and failed.k == 3
+    assert 0.9 < failed.cos_mean <= 1 and failed.fp32_core_ms > 0
+    with pytest.raises(ConfigError, match="below the required 1.010"):
+        bf16()
+    # the command on a catalog folder: the seeded sample, the verdict, the record
+    write_folder(tmp_path / "cat", per_product=2)
+    monkeypatch.setenv("VSEARCH_CACHE_DIR", str(cache_dir))
+    assert main(["check-precision", str(tmp_path / "cat"), "--precision", "fp32"]) == 2
+    assert "--precision bf16 or fp16" in capsys.readouterr().err
+    args = ["check-precision", str(tmp_path / "cat"), "--precision", "bf16", "--json", "-k", "3"]
+    assert main([*args, "--min-recall", "0.5"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["passed"] and record["images"] == 8 and record["backend"] == "openvino"
+    emb = bf16()
+    assert emb.info.precision == "bf16"
+    cosines = (emb.embed_images(pics) * embedder.embed_images(pics)).sum(axis=1)
+    assert cosines.min() >= 0.98, cosines  # ~0.99: not the f32 guarantee
+    # the record is this CPU's and this runtime version's: elsewhere it must be measured again
+    monkeypatch.setattr(precision_check, "_cpu_model", lambda: "another CPU")
+    with pytest.raises(ConfigError, match="has not been checked"):
+        bf16()
 
 
 def test_indexer_and_searcher_share_the_backend_setting(
