@@ -8,6 +8,7 @@ the new products are searchable when the job ends.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import os
@@ -16,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -86,6 +87,47 @@ def background(cmd: list[str], env: dict[str, str], log: Path) -> Iterator[subpr
             stop(proc)
 
 
+@contextlib.contextmanager
+def on_free_port(
+    cmd_for: Callable[[int], list[str]],
+    ready: Callable[[int], object],
+    what: str,
+    env: dict[str, str],
+    log: Path,
+) -> Iterator[tuple[subprocess.Popen, int]]:
+    """A server started on a free 127.0.0.1 port, once ``ready(port)``; stopped by PID.
+
+    free_port() closes its socket before the server binds, and in the seconds a server takes
+    to start another process can take that port: then it is started again on a new one.
+    """
+    for attempt in range(3):
+        port = free_port()
+        with background(cmd_for(port), env, log) as proc:
+            try:
+                wait_for(functools.partial(ready, port), what, proc, log)
+            except RuntimeError:
+                said = log.read_text().lower()  # uvicorn / vsearch milvus-server
+                if attempt < 2 and ("address already in use" in said or "port in use" in said):
+                    continue
+                raise
+            yield proc, port
+            return
+    raise AssertionError("unreachable: the last attempt yields or raises")
+
+
+def lite_answers(port: int) -> bool:
+    """Milvus answers on the port (a port that only accepts connections may be another
+    program's, taken before our server could bind it)."""
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(uri=f"http://127.0.0.1:{port}", timeout=2)
+    try:
+        client.list_collections()
+    finally:
+        client.close()
+    return True
+
+
 def jpeg_bytes(name: str) -> bytes:
     buf = io.BytesIO()
     photo(name).save(buf, "JPEG")
@@ -94,18 +136,17 @@ def jpeg_bytes(name: str) -> bytes:
 
 def test_cron_indexing_next_to_live_api(tmp_path: Path, cache_dir: Path, embedder) -> None:
     db = tmp_path / "data" / "vsearch.db"
-    lite_port, api_port = free_port(), free_port()
-    uri = f"http://127.0.0.1:{lite_port}"
-    env = env_for(cache_dir, uri)
     catalog = product_catalog(tmp_path / "cat", ["chelsea", "coffee", "rocket"], per_product=2)
-    server_cmd = [VSEARCH, "milvus-server", "--data-dir", str(db), "--port", str(lite_port)]
-    with background(server_cmd, env, tmp_path / "lite.log") as lite:
-        wait_for(
-            lambda: socket.create_connection(("127.0.0.1", lite_port), 1),
-            "lite",
-            lite,
-            tmp_path / "lite.log",
-        )
+    lite_log, serve_log = tmp_path / "lite.log", tmp_path / "serve.log"
+    with on_free_port(
+        lambda port: [VSEARCH, "milvus-server", "--data-dir", str(db), "--port", str(port)],
+        lite_answers,
+        "lite",
+        env_for(cache_dir, str(db)),
+        lite_log,
+    ) as (lite, lite_port):
+        uri = f"http://127.0.0.1:{lite_port}"
+        env = env_for(cache_dir, uri)
         # the database is owned by the server: opening it directly says what to do
         with pytest.raises(StoreLockedError, match="set VSEARCH_URI"):
             MilvusStore(Settings.of(uri=str(db), retries=0)).exists("catalog")
@@ -116,15 +157,14 @@ def test_cron_indexing_next_to_live_api(tmp_path: Path, cache_dir: Path, embedde
         first = run_index(catalog, settings, embedder=embedder)
         assert first.ok and first.added == 6
 
-        serve_cmd = [VSEARCH, "serve", "--host", "127.0.0.1", "--port", str(api_port)]
-        with background(serve_cmd, env, tmp_path / "serve.log") as ui:
+        with on_free_port(
+            lambda port: [VSEARCH, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            lambda port: httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200,
+            "serve",
+            env,
+            serve_log,
+        ) as (_ui, api_port):
             api = f"http://127.0.0.1:{api_port}"
-            wait_for(
-                lambda: httpx.get(api + "/health", timeout=2).status_code == 200,
-                "serve",
-                ui,
-                tmp_path / "serve.log",
-            )
             # cron adds two products while shoppers keep searching
             product_catalog(
                 tmp_path / "cat",
