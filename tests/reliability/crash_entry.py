@@ -31,8 +31,12 @@ def _die() -> None:
 
 
 def plant(point: str, nth: int) -> None:
+    from indexer.pipeline import _Writer
     from search.store import MilvusStore
 
+    # One upsert request per batch, so that the NTH upsert falls in the middle of a run on
+    # the tests' small catalogs (the writer's default waits for 64 rows: one request there).
+    _Writer.min_rows = 1
     calls = {"n": 0}
 
     def hit() -> bool:
