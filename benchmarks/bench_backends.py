@@ -195,7 +195,7 @@ def decode_options(paths: list[Path], size: int) -> list[dict[str, Any]]:
 def precision_check(emb: Any, paths: list[Path], manifest: Path) -> Any:
     """``vsearch check-precision`` for bf16 on the workload's photos (recorded in the cache)."""
     pre = emb.runtime_preprocess
-    pixels = pre.batch([_open(p, emb.info.image_size) for p in paths])
+    pixels = np.stack([pre.pixels(_open(p, emb.info.image_size)) for p in paths])
     check = emb.check_precision(pixels, "bf16", catalog=str(manifest))
     log.info("precision check: %s", check.describe())
     return check

@@ -343,10 +343,12 @@ class Embedder:
         k: int = precision_check.DEFAULT_K,
         min_recall: float = precision_check.DEFAULT_MIN_RECALL,
     ) -> precision_check.PrecisionCheck:
-        """Measure ``precision`` against this embedder's fp32 runtime on ``pixels`` (model
-        input, (N, 3, H, W), a sample of ``catalog``) and record the result: what a lossy
-        precision needs before it runs here."""
-        if self._runner is None or self._runner.precision != "fp32":
+        """Measure ``precision`` against this embedder's fp32 runtime on ``pixels`` (a
+        sample of ``catalog``, resized and cropped: uint8 (N, H, W, 3), as
+        :meth:`Preprocess.pixels` gives them) and record the result: what a lossy precision
+        needs before it runs here."""
+        pre = self.runtime_preprocess
+        if self._runner is None or self._runner.precision != "fp32" or pre is None:
             raise ConfigError(
                 "a precision check compares a runtime's fp32 vectors: load the model with "
                 "--backend openvino --precision fp32"
@@ -356,9 +358,10 @@ class Embedder:
         candidate = RUNNERS[self.backend](self._exports, precision=precision, threads=self._threads)
         if candidate.precision not in LOSSY:
             raise ConfigError(f"precision {precision} is fp32 on {self.backend}: nothing to check")
+        reference = self._runner
         check = precision_check.measure(
-            self._runner.run,
-            candidate.run,
+            lambda batch: reference.run(pre.normalise(batch)),
+            lambda batch: candidate.run(pre.normalise(batch)),
             pixels,
             backend=self.backend,
             precision=candidate.precision,

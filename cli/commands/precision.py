@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import random
 from dataclasses import asdict
 
 from ..main import EXIT_OK, EXIT_PARTIAL, add_model_args, add_settings_args, settings_from
 from .output import print_json
+
+log = logging.getLogger("vsearch")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -86,8 +89,12 @@ def run(args: argparse.Namespace) -> int:
         allow_private=settings.indexing.allow_private_urls,
     )
     pictures = [read_picture(ref, pre, decoder)[0] for ref in refs]
-    pictures = [p for p in pictures if p is not None]
-    pixels = pre.normalise(np.stack(pictures)) if pictures else np.zeros((0,))
+    usable = [p for p in pictures if p is not None]
+    if len(usable) < len(pictures):
+        log.warning(
+            "%d of %d sampled images could not be read", len(pictures) - len(usable), len(pictures)
+        )
+    pixels = np.stack(usable) if usable else np.zeros((0, 1, 1, 3), np.uint8)
     check = reference.check_precision(
         pixels, precision, catalog=str(args.source), k=args.k, min_recall=args.min_recall
     )

@@ -108,7 +108,7 @@ def measure(
     min_recall: float = DEFAULT_MIN_RECALL,
     batch: int = 8,
 ) -> PrecisionCheck:
-    """Embed ``pixels`` (the model input, (N, 3, H, W)) with both; compare the results."""
+    """Embed ``pixels`` with both, a batch at a time; compare the results."""
     if len(pixels) < 2:
         raise ConfigError("a precision check needs at least 2 images that decode")
     vectors, costs = [], []

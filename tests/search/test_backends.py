@@ -257,7 +257,8 @@ def test_bf16_runs_only_after_its_recall_check_on_the_catalog_passed(
         Embedder(MODEL, device="cpu", cache_dir=cache_dir, backend="auto", precision="bf16")
     # a check that fails keeps it off, and says how it did
     pics = _photos()
-    pixels = runtime_embedders["openvino"].runtime_preprocess.batch(pics)
+    pre = runtime_embedders["openvino"].runtime_preprocess
+    pixels = np.stack([pre.pixels(p.convert("RGB")) for p in pics])
     failed = runtime_embedders["openvino"].check_precision(
         pixels, "bf16", catalog="photos", k=3, min_recall=1.01
     )
