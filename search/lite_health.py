@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +27,40 @@ from .errors import StoreError
 
 log = logging.getLogger(__name__)
 LITE_LOGGER = "milvus_lite.server_manager"
+
+
+def unreachable(exc: BaseException | None) -> bool:
+    """Whether pymilvus failed because nothing answered at the server's address."""
+    return exc is not None and "Fail connecting to server" in str(exc)
+
+
+def revive_lite_server(uri: str) -> bool:
+    """Stop this process's Lite server for ``uri`` when it no longer accepts connections;
+    True when one was stopped (the next client starts a fresh one).
+
+    milvus_lite keeps one in-process gRPC server per database for the life of the process
+    and hands every new client its port. In a few full test runs one such server, still
+    registered, answered nothing ("Fail connecting to server on 127.0.0.1:PORT"; cause not
+    found: stopping the gRPC server by hand gives exactly that), and every later open of
+    that database failed the same way. A server that still accepts connections is left
+    alone: another client may just have started it again.
+    """
+    try:
+        from milvus_lite.server_manager import server_manager_instance as manager
+    except ImportError:
+        return False
+    path = os.path.abspath(uri)
+    entry = getattr(manager, "_servers", {}).get(path)  # (server, db, port); private
+    if entry is None:
+        return False
+    try:
+        socket.create_connection(("127.0.0.1", int(entry[2])), timeout=1).close()
+        return False
+    except OSError:
+        pass
+    log.warning("Milvus Lite's server for %s stopped answering: starting it again", uri)
+    manager.release_server(path)
+    return True
 
 
 def repair_hint(uri: str) -> str:

@@ -31,6 +31,8 @@ from .lite_health import (
     check_lite_collection,
     check_lite_store,
     repair_hint,
+    revive_lite_server,
+    unreachable,
 )
 from .retry import retrying, short
 from .schema import (
@@ -101,11 +103,20 @@ class MilvusStore:
             # Its segment files are checked first: Lite reads them on open and logs a
             # traceback for a damaged one (even under --quiet) before failing.
             check_lite_store(uri)
-            try:
-                with capture_lite_open() as failure:
-                    return MilvusClient(uri=uri, token=self.settings.store.token or "", timeout=30)
-            except Exception as exc:
-                raise self._lite_open_error(failure, exc) from exc
+            for attempt in range(2):
+                try:
+                    with capture_lite_open() as failure:
+                        return MilvusClient(
+                            uri=uri, token=self.settings.store.token or "", timeout=30
+                        )
+                except Exception as exc:
+                    # a server of this process that stopped answering is started again, once
+                    if (
+                        attempt
+                        or failure.error
+                        or not (unreachable(exc) and revive_lite_server(uri))
+                    ):
+                        raise self._lite_open_error(failure, exc) from exc
         # A server that is restarting gets the same bounded retries as any call.
         try:
             for attempt in retrying(self.settings, "connect", log):
@@ -152,8 +163,23 @@ class MilvusStore:
         """Run a pymilvus call with bounded retries and backoff; raise StoreError at the end.
 
         Retried: failures that say, by type or code, that the server is unreachable or
-        not ready (:func:`search.retry.transient`); anything else fails at once.
+        not ready (:func:`search.retry.transient`); anything else fails at once. On Milvus
+        Lite a client method that found nothing answering runs once more on a new client,
+        after this process's server for the database was started again if it had stopped
+        (:func:`.lite_health.revive_lite_server`).
         """
+        client = self._client
+        try:
+            return self._attempts(what, fn, *args, **kwargs)
+        except StoreError as exc:
+            bound = client is not None and getattr(fn, "__self__", None) is client
+            if not (self.settings.store.is_lite and bound and unreachable(exc.__cause__)):
+                raise
+            revive_lite_server(str(Path(self.settings.store.uri).expanduser().resolve()))
+            self.close()
+            return self._attempts(what, getattr(self.client, fn.__name__), *args, **kwargs)
+
+    def _attempts(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         try:
             for attempt in retrying(self.settings, what, log):
                 with attempt:

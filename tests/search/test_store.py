@@ -235,3 +235,32 @@ def test_bounded_retries_then_one_store_error(settings, caplog) -> None:
     with pytest.raises(StoreError, match="bad expression"):
         store._call("search", wrong)
     assert len(calls) == 1  # not transient: never retried
+
+
+def test_a_lite_server_that_stopped_answering_is_started_again(settings, caplog) -> None:
+    """milvus_lite keeps one in-process server per database; in a few full test runs one
+    stopped answering while still registered, and every later open of that database failed
+    ("Fail connecting to server"). Stopping it by hand gives the same state."""
+    import os
+
+    from milvus_lite.server_manager import server_manager_instance as manager
+
+    first, second = MilvusStore(settings), MilvusStore(settings)
+    first.create("v1", MODEL)
+    first.upsert("v1", _rows(6))
+    first.flush("v1")
+    assert second.count("v1") == 6  # both clients on the server of this process
+    path = os.path.abspath(Path(settings.store.uri).expanduser().resolve())
+    server, _db, port = manager._servers[path]
+    server.stop(grace=0)
+    # an open client recovers on its next call: a new server, the same rows
+    assert first.count("v1") == 6
+    assert "stopped answering" in caplog.text
+    assert manager._servers[path][2] != port
+    # a second client, still on the old port, reconnects to the new server and leaves it be
+    caplog.clear()
+    assert second.count("v1") == 6
+    assert "stopped answering" not in caplog.text
+    assert first.count("v1") == 6  # the first one's server was not stopped by the second
+    # and a store opened afterwards simply works
+    assert MilvusStore(settings).count("v1") == 6
