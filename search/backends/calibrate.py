@@ -35,7 +35,7 @@ def machine_key(threads: int, precision: str) -> str:
             versions.append(f"{dist}={metadata.version(dist)}")
         except metadata.PackageNotFoundError:
             versions.append(f"{dist}=none")
-    return "|".join([_cpu_model(), f"cores={_cores()}", f"threads={threads}", precision, *versions])
+    return "|".join([cpu_model(), f"cores={_cores()}", f"threads={threads}", precision, *versions])
 
 
 def cached_choice(exports: ExportCache, key: str) -> str | None:
@@ -92,7 +92,8 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (what measurements made on this machine are keyed by)."""
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:

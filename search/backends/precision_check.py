@@ -24,7 +24,7 @@ from importlib import metadata
 import numpy as np
 
 from ..errors import ConfigError
-from .calibrate import _cpu_model
+from .calibrate import cpu_model
 from .export import ExportCache
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def check_key(backend: str, precision: str) -> str:
         version = metadata.version(backend)
     except metadata.PackageNotFoundError:
         version = "none"
-    return "|".join([backend, precision, f"{backend}={version}", _cpu_model()])
+    return "|".join([backend, precision, f"{backend}={version}", cpu_model()])
 
 
 def neighbour_recall(reference: np.ndarray, candidate: np.ndarray, k: int) -> float:

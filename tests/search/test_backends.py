@@ -280,7 +280,7 @@ def test_bf16_runs_only_after_its_recall_check_on_the_catalog_passed(
     cosines = (emb.embed_images(pics) * embedder.embed_images(pics)).sum(axis=1)
     assert cosines.min() >= 0.98, cosines  # ~0.99: not the f32 guarantee
     # the record is this CPU's and this runtime version's: elsewhere it must be measured again
-    monkeypatch.setattr(precision_check, "_cpu_model", lambda: "another CPU")
+    monkeypatch.setattr(precision_check, "cpu_model", lambda: "another CPU")
     with pytest.raises(ConfigError, match="has not been checked"):
         bf16()
 
