@@ -21,6 +21,7 @@ code  meaning
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib
 import logging
@@ -34,6 +35,7 @@ from search.errors import VSearchError
 from .flags import add_flags
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_LOCKED, EXIT_STORE, EXIT_REFUSED = 0, 1, 2, 3, 4, 5
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
 COMMAND_MODULES = (
     "demo",
     "index",
@@ -165,6 +167,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("vsearch: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `vsearch ... --json | head`: the reader left. Not an error to report; the rest of
+        # the output goes nowhere (Python's flush at exit would raise again), and the exit
+        # code is the one a shell reports for a writer killed by SIGPIPE.
+        with contextlib.suppress(OSError, ValueError):  # a stdout with no descriptor
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":  # pragma: no cover

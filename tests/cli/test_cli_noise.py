@@ -74,3 +74,23 @@ def test_held_lite_database_prints_one_line_and_the_traceback_only_with_v(
     assert verbose.stderr.count("DataDirLockedError") >= 1 and "Traceback" in verbose.stderr
     assert verbose.stderr.count("Failed to start MilvusLite server") == 1  # tried once, not twice
     assert verbose.stderr.rstrip().splitlines()[-1].startswith("vsearch: error: the Milvus Lite")
+
+
+def test_a_reader_that_leaves_early_is_no_traceback() -> None:
+    """`vsearch settings --json | head -c 1`: the pipe closes before vsearch writes."""
+    from cli.main import EXIT_BROKEN_PIPE
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has gone: every write gets EPIPE
+    try:
+        out = subprocess.run(
+            [str(Path(sys.executable).with_name("vsearch")), "settings", "--json"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert out.returncode == EXIT_BROKEN_PIPE, out.stderr
+    assert "Traceback" not in out.stderr and "BrokenPipeError" not in out.stderr
