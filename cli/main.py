@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vsearch",
         description="Visual similarity search for product catalogs (open_clip + Milvus).",
         epilog="Exit codes: 0 ok, 1 some items failed, 2 usage/config error, 3 lock held, "
-        "4 Milvus unavailable, 5 refused destructive change.",
+        "4 Milvus unavailable, 5 refused destructive change, 141 the output's reader left.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument(
