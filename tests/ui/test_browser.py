@@ -1,20 +1,26 @@
 """A shopper in a real headless Chromium: upload, crop, tiles, browse, filters, phone width.
 
-The two screenshots of docs/ui.md (docs/img/ui-desktop.png, docs/img/ui-phone.png) are taken
-here, on the test catalog.
+The two screenshots of docs/ui.md (ui-desktop.png, ui-phone.png) are taken here, on the test
+catalog: into test-artifacts/ (or $VSEARCH_TEST_ARTIFACTS), and into docs/img/ only with
+VSEARCH_UPDATE_DOCS_IMAGES=1, so that a test run leaves the checkout as it found it.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from .conftest import SHOP_URL
+from .conftest import ARTIFACTS, SHOP_URL
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-DOCS_IMG = Path(__file__).parents[2] / "docs" / "img"
+DOCS_IMG = (
+    Path(__file__).parents[2] / "docs" / "img"
+    if os.environ.get("VSEARCH_UPDATE_DOCS_IMAGES") == "1"
+    else ARTIFACTS
+)
 
 
 def titles(page) -> list[str]:
@@ -104,6 +110,7 @@ def test_one_readable_tile_per_product_with_link_and_desktop_screenshot(
     assert inner_scroll == 0
     assert shop_page.outside_requests == []  # fonts, scripts, images: all from the server
     drag(shop_page, (0.1, 0.1, 0.8, 0.9))
+    DOCS_IMG.mkdir(parents=True, exist_ok=True)
     DOCS_IMG.mkdir(parents=True, exist_ok=True)
     shop_page.screenshot(path=str(DOCS_IMG / "ui-desktop.png"), full_page=True)
 
@@ -199,6 +206,7 @@ def test_phone_width_results_before_filters_and_screenshot(chromium, live_server
         )
         assert clipped == 0
         assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
+        DOCS_IMG.mkdir(parents=True, exist_ok=True)
         DOCS_IMG.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(DOCS_IMG / "ui-phone.png"), full_page=True)
     finally:
