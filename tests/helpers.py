@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -124,3 +125,19 @@ def lite_settings(root: Path, cache_dir: Path) -> Settings:
         workers=0,
         threads=2,
     )
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that was free a moment ago (the socket is closed before returning,
+    so another process can take it before a server binds it: see :func:`port_taken`)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_taken(server_log: str) -> bool:
+    """Whether a server's log says its port was taken before it could bind it (uvicorn:
+    "address already in use"; vsearch milvus-server: "(port in use?)"): start it again on
+    another :func:`free_port`."""
+    said = server_log.lower()
+    return "address already in use" in said or "port in use" in said

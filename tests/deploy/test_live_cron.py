@@ -13,7 +13,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,16 +26,10 @@ from indexer.pipeline import run_index
 from search.config import Settings
 from search.errors import StoreLockedError
 from search.store import MilvusStore
-from tests.helpers import photo, product_catalog
+from tests.helpers import free_port, photo, port_taken, product_catalog
 
 VSEARCH = str(Path(sys.executable).with_name("vsearch"))
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def env_for(cache_dir: Path, uri: str) -> dict[str, str]:
@@ -106,8 +99,7 @@ def on_free_port(
             try:
                 wait_for(functools.partial(ready, port), what, proc, log)
             except RuntimeError:
-                said = log.read_text().lower()  # uvicorn / vsearch milvus-server
-                if attempt < 2 and ("address already in use" in said or "port in use" in said):
+                if attempt < 2 and port_taken(log.read_text()):
                     continue
                 raise
             yield proc, port

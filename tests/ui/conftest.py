@@ -13,7 +13,6 @@ import csv
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,17 +23,11 @@ import httpx
 import pytest
 
 from search import Searcher, Settings
-from tests.helpers import PHOTOS, product_catalog
+from tests.helpers import PHOTOS, free_port, port_taken, product_catalog
 
 VSEARCH = str(Path(sys.executable).with_name("vsearch"))
 NAMES = PHOTOS[:5]  # chelsea, coffee, rocket, astronaut, stereo_motorcycle: 10 items
 SHOP_URL = "https://shop.example/p"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def child_env(cache_dir: Path, **extra: str) -> dict[str, str]:
@@ -135,7 +128,7 @@ def start_server(
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 text = log.read_text()
-                if "address already in use" in text and attempt < 2:
+                if port_taken(text) and attempt < 2:
                     break  # the port was taken before the server bound it: another one
                 raise RuntimeError(f"vsearch serve exited {proc.returncode}: {text[-3000:]}")
             try:
