@@ -360,8 +360,8 @@ class Embedder:
             raise ConfigError(f"precision {precision} is fp32 on {self.backend}: nothing to check")
         reference = self._runner
         check = precision_check.measure(
-            lambda batch: reference.run(pre.normalise(batch)),
-            lambda batch: candidate.run(pre.normalise(batch)),
+            lambda batch: _normalise(reference.run(pre.normalise(batch))),
+            lambda batch: _normalise(candidate.run(pre.normalise(batch))),
             pixels,
             backend=self.backend,
             precision=candidate.precision,

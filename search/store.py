@@ -89,6 +89,11 @@ class MilvusStore:
             self._client = self._connect()
         return self._client
 
+    @property
+    def _lite_path(self) -> Path:
+        """The Lite database's real path: what milvus_lite keys its in-process server by."""
+        return Path(self.settings.store.uri).expanduser().resolve()
+
     def _connect(self) -> Any:
         from pymilvus import MilvusClient
 
@@ -96,8 +101,8 @@ class MilvusStore:
 
         uri = self.settings.store.uri
         if self.settings.store.is_lite:
-            Path(uri).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
-            uri = str(Path(uri).expanduser().resolve())
+            self._lite_path.parent.mkdir(parents=True, exist_ok=True)
+            uri = str(self._lite_path)
             # Lite opens in process: a lock held by another process, or a damaged database,
             # will not go away by waiting; milvus_lite's own traceback is kept for -v only.
             # Its segment files are checked first: Lite reads them on open and logs a
@@ -175,7 +180,7 @@ class MilvusStore:
             bound = client is not None and getattr(fn, "__self__", None) is client
             if not (self.settings.store.is_lite and bound and unreachable(exc.__cause__)):
                 raise
-            revive_lite_server(str(Path(self.settings.store.uri).expanduser().resolve()))
+            revive_lite_server(str(self._lite_path))
             self.close()
             return self._attempts(what, getattr(self.client, fn.__name__), *args, **kwargs)
 
