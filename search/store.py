@@ -108,20 +108,14 @@ class MilvusStore:
             # Its segment files are checked first: Lite reads them on open and logs a
             # traceback for a damaged one (even under --quiet) before failing.
             check_lite_store(uri)
-            for attempt in range(2):
-                try:
-                    with capture_lite_open() as failure:
-                        return MilvusClient(
-                            uri=uri, token=self.settings.store.token or "", timeout=30
-                        )
-                except Exception as exc:
-                    # a server of this process that stopped answering is started again, once
-                    if (
-                        attempt
-                        or failure.error
-                        or not (unreachable(exc) and revive_lite_server(uri))
-                    ):
-                        raise self._lite_open_error(failure, exc) from exc
+            # a server of this process that stopped answering is started again first (a
+            # client would wait its whole timeout on it)
+            revive_lite_server(uri)
+            try:
+                with capture_lite_open() as failure:
+                    return MilvusClient(uri=uri, token=self.settings.store.token or "", timeout=30)
+            except Exception as exc:
+                raise self._lite_open_error(failure, exc) from exc
         # A server that is restarting gets the same bounded retries as any call.
         try:
             for attempt in retrying(self.settings, "connect", log):

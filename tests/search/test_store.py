@@ -264,3 +264,29 @@ def test_a_lite_server_that_stopped_answering_is_started_again(settings, caplog)
     assert first.count("v1") == 6  # the first one's server was not stopped by the second
     # and a store opened afterwards simply works
     assert MilvusStore(settings).count("v1") == 6
+
+
+def test_a_stopped_lite_server_whose_port_another_program_took_is_started_again(
+    settings, caplog
+) -> None:
+    """Once the server stopped, its port is free: another listener there accepts the TCP
+    connection but speaks no gRPC (a fresh-clone run failed with the port accepting)."""
+    import os
+    import socket
+
+    from milvus_lite.server_manager import server_manager_instance as manager
+
+    store = MilvusStore(settings)
+    store.create("v1", MODEL)
+    store.upsert("v1", _rows(4))
+    store.flush("v1")
+    store.close()
+    path = os.path.abspath(Path(settings.store.uri).expanduser().resolve())
+    server, _db, port = manager._servers[path]
+    server.stop(grace=0).wait(5)
+    with socket.socket() as squatter:  # listens, never answers
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        assert MilvusStore(settings).count("v1") == 4
+    assert "stopped answering" in caplog.text and manager._servers[path][2] != port
