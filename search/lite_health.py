@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,23 +30,29 @@ log = logging.getLogger(__name__)
 LITE_LOGGER = "milvus_lite.server_manager"
 
 
-def unreachable(exc: BaseException | None) -> bool:
-    """Whether pymilvus failed because nothing answered at the server's address."""
-    return exc is not None and "Fail connecting to server" in str(exc)
+def unreachable_port(exc: BaseException | None) -> int | None:
+    """The port pymilvus could not get through to ("Fail connecting to server on HOST:PORT":
+    its first call on a channel failed, whatever the error), or None for any other failure."""
+    found = re.search(r"Fail connecting to server on [^\s,]*:(\d+)", str(exc or ""))
+    return int(found.group(1)) if found else None
 
 
-def revive_lite_server(uri: str) -> bool:
-    """Stop this process's Lite server for ``uri`` when nothing speaks gRPC at its port any
-    more; True when one was stopped (the next client starts a fresh one).
+def revive_lite_server(uri: str, *, failed_port: int | None = None) -> bool:
+    """Stop this process's Lite server for ``uri`` when it no longer serves; True when one
+    was stopped (the next client starts a fresh one).
 
     milvus_lite keeps one in-process gRPC server per database for the life of the process
     and hands every new client its port. In a few full test runs one such server, still
-    registered, answered nothing ("Fail connecting to server on 127.0.0.1:PORT"; cause not
+    registered, served nothing ("Fail connecting to server on 127.0.0.1:PORT"; cause not
     found: stopping the gRPC server by hand gives exactly that), and every later open of
-    that database failed the same way. Once stopped, its port may be another program's
-    (a fresh-clone run had the failure with the port accepting connections), so the test is
-    a gRPC handshake, not a TCP connect. A server that completes it is left alone: another
-    client may just have started it again.
+    that database failed the same way, in one run with the port still accepting connections.
+
+    ``failed_port``: a client of ours could not get through at that port. It is the
+    registered server's: that server is stopped. It is another (an older server, already
+    replaced by another client): the registered one is left alone. Without it (before an
+    open), the registered server is stopped if no HTTP/2 server (gRPC's transport) answers
+    at its port: once stopped, its port may be another program's, and a client would wait
+    its whole timeout there.
     """
     try:
         from milvus_lite.server_manager import server_manager_instance as manager
@@ -55,7 +62,8 @@ def revive_lite_server(uri: str) -> bool:
     entry = getattr(manager, "_servers", {}).get(path)  # (server, db, port); private
     if entry is None:
         return False
-    if _speaks_grpc(int(entry[2])):
+    port = int(entry[2])
+    if (port != failed_port) if failed_port is not None else _speaks_grpc(port):
         return False
     log.warning("Milvus Lite's server for %s stopped answering: starting it again", uri)
     manager.release_server(path)

@@ -32,7 +32,7 @@ from .lite_health import (
     check_lite_store,
     repair_hint,
     revive_lite_server,
-    unreachable,
+    unreachable_port,
 )
 from .retry import retrying, short
 from .schema import (
@@ -109,13 +109,20 @@ class MilvusStore:
             # traceback for a damaged one (even under --quiet) before failing.
             check_lite_store(uri)
             # a server of this process that stopped answering is started again first (a
-            # client would wait its whole timeout on it)
+            # client would wait its whole timeout on it), and once more if the new client
+            # cannot get through to it all the same
             revive_lite_server(uri)
-            try:
-                with capture_lite_open() as failure:
-                    return MilvusClient(uri=uri, token=self.settings.store.token or "", timeout=30)
-            except Exception as exc:
-                raise self._lite_open_error(failure, exc) from exc
+            for attempt in range(2):
+                try:
+                    with capture_lite_open() as failure:
+                        return MilvusClient(
+                            uri=uri, token=self.settings.store.token or "", timeout=30
+                        )
+                except Exception as exc:
+                    failed = unreachable_port(exc)
+                    if attempt or failure.error or failed is None:
+                        raise self._lite_open_error(failure, exc) from exc
+                    revive_lite_server(uri, failed_port=failed)
         # A server that is restarting gets the same bounded retries as any call.
         try:
             for attempt in retrying(self.settings, "connect", log):
@@ -163,18 +170,19 @@ class MilvusStore:
 
         Retried: failures that say, by type or code, that the server is unreachable or
         not ready (:func:`search.retry.transient`); anything else fails at once. On Milvus
-        Lite a client method that found nothing answering runs once more on a new client,
-        after this process's server for the database was started again if it had stopped
-        (:func:`.lite_health.revive_lite_server`).
+        Lite a client method that could not get through runs once more on a new client,
+        after this process's server for the database was started again if it was the one
+        that failed (:func:`.lite_health.revive_lite_server`).
         """
         client = self._client
         try:
             return self._attempts(what, fn, *args, **kwargs)
         except StoreError as exc:
             bound = client is not None and getattr(fn, "__self__", None) is client
-            if not (self.settings.store.is_lite and bound and unreachable(exc.__cause__)):
+            failed = unreachable_port(exc.__cause__)
+            if not (self.settings.store.is_lite and bound and failed is not None):
                 raise
-            revive_lite_server(str(self._lite_path))
+            revive_lite_server(str(self._lite_path), failed_port=failed)
             self.close()
             return self._attempts(what, getattr(self.client, fn.__name__), *args, **kwargs)
 

@@ -290,3 +290,37 @@ def test_a_stopped_lite_server_whose_port_another_program_took_is_started_again(
         squatter.listen()
         assert MilvusStore(settings).count("v1") == 4
     assert "stopped answering" in caplog.text and manager._servers[path][2] != port
+
+
+def test_a_lite_server_no_client_gets_through_to_is_started_again(settings, caplog) -> None:
+    """A server at the registered port that speaks gRPC but fails every call (pymilvus:
+    "Fail connecting to server") is replaced too when a new store opens the database."""
+    import os
+    from concurrent import futures
+
+    import grpc
+    from milvus_lite.server_manager import server_manager_instance as manager
+
+    class Refuse(grpc.GenericRpcHandler):
+        def service(self, handler_call_details):
+            def refuse(request, context):
+                context.abort(grpc.StatusCode.UNAVAILABLE, "not serving")
+
+            return grpc.unary_unary_rpc_method_handler(refuse)
+
+    store = MilvusStore(settings)
+    store.create("v1", MODEL)
+    store.upsert("v1", _rows(3))
+    store.flush("v1")
+    store.close()
+    path = os.path.abspath(Path(settings.store.uri).expanduser().resolve())
+    server, _db, port = manager._servers[path]
+    server.stop(grace=0).wait(5)
+    impostor = grpc.server(futures.ThreadPoolExecutor(max_workers=2), handlers=[Refuse()])
+    assert impostor.add_insecure_port(f"127.0.0.1:{port}") == port
+    impostor.start()
+    try:
+        assert MilvusStore(settings).count("v1") == 3
+    finally:
+        impostor.stop(grace=0)
+    assert "stopped answering" in caplog.text and manager._servers[path][2] != port
