@@ -266,6 +266,7 @@ def backend_comparison(
         row["forward_vs_first"] = row["forward_img_s"] / base_fw
         row["of_cpu_ceiling"] = row["indexer_img_s"] / row["cpu_ceiling_img_s"]
         rows.append(row)
+    compute = compute_bound(embs, rows)
     workers = []
     for name, emb in embs.items():
         if name == "torch":
@@ -280,7 +281,27 @@ def backend_comparison(
         "repeats": runs,
         "workers": workers,
         "tuning": dataclasses.asdict(default),
+        "compute": compute,
     }
+
+
+def compute_bound(embs: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Each backend's forward against this core's measured f32 GEMM rate, and the indexer
+    ratio the fastest runtime could reach with its forward at that rate
+    (:mod:`benchmarks.roofline`); None without OpenVINO (it counts and measures) or with
+    no runtime beside the first backend."""
+    from . import roofline
+
+    ov = embs.get("openvino")
+    if ov is None or len(rows) < 2 or not ov.exports.openvino_xml.is_file():
+        return None
+    macs, gemm = roofline.model_macs(ov.exports.openvino_xml), roofline.gemm_gflops()
+    for row in rows:
+        row["forward_gflops"] = roofline.forward_gflops(macs, row["forward_cpu_ms"])
+        row["of_gemm_rate"] = row["forward_gflops"] / gemm
+    bound = roofline.ratio_bound(rows, macs, gemm, common.cores())
+    log.info("compute: %.3f GMAC per picture, f32 GEMM %.1f GFLOP/s per core", macs / 1e9, gemm)
+    return {"gmac_per_image": macs / 1e9, "gemm_gflops_per_core": gemm, "bound": bound}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -428,6 +449,33 @@ def backend_report(data: dict[str, Any]) -> str:
             ],
         )  # fmt: skip
     )
+    if data.get("compute"):
+        compute = data["compute"]
+        parts.append(
+            common.table(
+                f"Forward against this core's f32 GEMM rate ({compute['gmac_per_image']:.3f} "
+                f"GMAC per picture; GEMM {compute['gemm_gflops_per_core']:.1f} GFLOP/s per core)",
+                data["rows"],
+                ["backend", "forward_cpu_ms", "forward_gflops", "of_gemm_rate"],
+            )
+        )
+        parts.append(
+            common.table(
+                "Indexer ratio reachable with the forward at the GEMM rate (the rest as measured)",
+                [compute["bound"]],
+                [
+                    "backend",
+                    "vs",
+                    "forward_at_gemm_rate_cpu_ms",
+                    "forward_cpu_ms",
+                    "rest_cpu_ms",
+                    "ceiling_img_s",
+                    "ratio_measured",
+                    "ratio_at_run_share",
+                    "ratio_at_full_share",
+                ],  # fmt: skip
+            )
+        )
     if data["workers"]:
         parts.append(
             common.table(

@@ -276,6 +276,12 @@ class Embedder:
         return self.info.has_text
 
     @property
+    def exports(self) -> ExportCache:
+        """This model's export folder (ONNX, OpenVINO IR, calibration and precision records),
+        shared by every backend of the model; written by the exported runtimes."""
+        return self._exports
+
+    @property
     def torch_model(self) -> Any:
         """The underlying open_clip model (for evaluation and fine-tuning jobs)."""
         return self._torch_model().model

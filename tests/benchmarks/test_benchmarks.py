@@ -94,6 +94,18 @@ def test_bench_indexing_quick_with_backends(tmp_path: Path, cache_dir: Path) -> 
         ov["indexer_vs_first"], ov["indexer_img_s"] / rows["torch"]["indexer_img_s"]
     )
     assert {w["workers"] for w in backends["workers"]} >= {0, 1, 2}
+    compute = backends["compute"]  # the built-in EfficientNet-Lite0: ~0.39 GMAC per picture
+    assert 0.35 < compute["gmac_per_image"] < 0.42 and compute["gemm_gflops_per_core"] > 0
+    for r in rows.values():
+        flops = 2e9 * compute["gmac_per_image"] / (r["forward_cpu_ms"] / 1000)
+        assert math.isclose(r["forward_gflops"] * 1e9, flops, rel_tol=1e-9)
+    bound = compute["bound"]
+    assert (bound["backend"], bound["vs"]) == ("openvino", "torch")
+    assert math.isclose(
+        bound["ratio_measured"], ov["indexer_img_s"] / rows["torch"]["indexer_img_s"]
+    )
+    assert bound["ratio_at_run_share"] <= bound["ratio_at_full_share"]
+    assert "Indexer ratio reachable with the forward at the GEMM rate" in text
     assert "Backends, same images, same run" in text
     # --backends-only writes the same comparison without the summary: its report renders
     from benchmarks.bench_indexing import report
