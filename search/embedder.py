@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -333,7 +335,8 @@ class Embedder:
         for start in range(0, len(images), batch_size):
             pics = [open_image(im, draft_size=size) for im in images[start : start + batch_size]]
             if pre is not None:  # no torch on this path; a query: someone waits for it
-                out.append(self.embed_tensors(pre.batch(pics), waiting=True))
+                helper = _resize_helper() if self._threads > 1 else None
+                out.append(self.embed_tensors(pre.batch(pics, helper=helper), waiting=True))
             else:
                 import torch
 
@@ -386,6 +389,21 @@ class Embedder:
                 "search by photo or by catalog id instead"
             )
         return self._torch_model().encode_texts(list(texts))
+
+
+_helper: ThreadPoolExecutor | None = None
+_helper_lock = threading.Lock()
+
+
+def _resize_helper() -> ThreadPoolExecutor:
+    """The process's threads that resize half of a lone query picture
+    (:meth:`Preprocess.pixels`), made on first use; one per core, so that page searches
+    running at once do not queue behind each other's halves."""
+    global _helper
+    with _helper_lock:
+        if _helper is None:
+            _helper = ThreadPoolExecutor(cores(), thread_name_prefix="vsearch-resize")
+        return _helper
 
 
 def _make_runner(backend: str, exports: ExportCache, precision: str, threads: int) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -83,6 +85,48 @@ def test_batch_is_the_stack_of_single_images() -> None:
     for row, img in zip(batch, pics, strict=True):
         np.testing.assert_array_equal(row, pre(img))
     assert pre.batch([]).shape == (0, 3, 224, 224)
+
+
+class _Recording(ThreadPoolExecutor):
+    """A helper thread that counts the resizes handed to it."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.calls = 0
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+@pytest.mark.parametrize("interpolation", ["bicubic", "bilinear"])
+def test_a_lone_picture_resized_in_two_halves_is_the_same_picture(interpolation: str) -> None:
+    """A query's picture is resized in two bands of rows, the lower on a helper thread: the
+    rows of the whole resize within one grey level, and open_clip's likewise."""
+    record = {**RECORD, "interpolation": interpolation}
+    pre = Preprocess.of(record, 224)
+    assert pre is not None
+    theirs = _open_clip(record, 224)
+    reductions = [photo("chelsea", 451), photo("chelsea", 451).transpose(Image.Transpose.ROTATE_90)]
+    reductions += [photo("chelsea", 1008).resize((1008, 756)), photo("rocket", 631)]
+    reductions += [photo("astronaut", 512)]  # square: resized straight to 224 x 224, no crop
+    reductions += [photo("coffee", 640).resize((640, 480)).convert("L")]  # grey
+    with _Recording() as helper:
+        for img in reductions:
+            whole, halves = pre.pixels(img), pre.pixels(img, helper=helper)
+            assert halves.shape == whole.shape == (224, 224, 3) and halves.dtype == np.uint8
+            diff = np.abs(halves.astype(int) - whole)
+            assert diff.max() <= 1 and (diff > 0).mean() < 0.001, img.size
+            expected = theirs(img).numpy()
+            got = pre.batch([img], helper=helper)[0]
+            assert _grey_levels(got, expected, record["std"]).max() <= 1.0 + 1e-3
+        assert helper.calls == 2 * len(reductions)  # every one of them shared its resize
+        # nothing to share: an enlargement, a picture already at the size, several pictures
+        small, square = photo("rocket", 333), photo("rocket", 600).resize((224, 224))
+        for img in (small, square):
+            np.testing.assert_array_equal(pre.pixels(img, helper=helper), pre.pixels(img))
+        pre.batch(reductions[:2], helper=helper)
+        assert helper.calls == 2 * len(reductions)
 
 
 def test_normalisation_uses_the_records_mean_and_std() -> None:
