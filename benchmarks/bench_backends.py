@@ -7,7 +7,7 @@ In one run, round-robin so that a drift of the machine's load hits every backend
   2. agreement: cosine of each backend's vectors to PyTorch's on real photos (min and mean),
      and how many of each photo's 5 nearest photos by PyTorch's vectors it finds again;
   3. query embedding: p50 / p90 ms to embed a photo the way the server does: decode (JPEG
-     draft), preprocess, embed: a phone photo (4032 x 3024 JPEG bytes) whole ("query") and
+     draft), preprocess, embed, in blocks of one backend (a server runs one): a phone photo (4032 x 3024 JPEG bytes) whole ("query") and
      with the default nine crops ("nine"), a 480 x 360 JPEG whole ("web"), and the phone
      photo as the Python client and the shop page send it ("sent": reduced to 1024 px,
      JPEG; :func:`search.images.upload.shrink_upload`, whose own cost on the sending side
@@ -118,6 +118,10 @@ def phone_photo(size: tuple[int, int] = (4032, 3024)) -> bytes:
     buf = io.BytesIO()
     base.resize(size, Image.Resampling.BICUBIC).save(buf, "JPEG", quality=90)
     return buf.getvalue()
+
+
+QUERY_BLOCK = 10  # queries measured in a row per backend and photo
+QUERY_WARMUP = 3  # discarded at the start of each block
 
 
 def query_ms(emb: Any, photo: bytes, scheme: str) -> float:
@@ -266,14 +270,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     shots = {"none": photo, "nine": photo, "web": web, "sent": sent}
     whole = "none", "web", "sent"
     lat: dict[tuple[str, str], list[float]] = {}
-    for emb in embs.values():
-        for kind, shot in shots.items():
-            query_ms(emb, shot, "none" if kind in whole else kind)  # warm-up
-    for _ in range(args.queries):
+    # In blocks of one backend and one kind (a server runs one backend), round-robin over
+    # the blocks for the drift; each block starts with discarded queries, so the threads of
+    # the backend measured before (torch's OpenMP, ONNX Runtime's spinning ones) are idle.
+    # Query by query round-robin, every runtime paid for the others' thread pools: OpenVINO
+    # 10.7 against 8.3-8.7 ms for the phone photo as sent, ONNX Runtime 17.8 against 13.7.
+    rounds = max(1, args.queries // QUERY_BLOCK)
+    for _ in range(rounds):
         for name, emb in embs.items():
             for kind, shot in shots.items():
-                ms = query_ms(emb, shot, "none" if kind in whole else kind)
-                lat.setdefault((name, kind), []).append(ms)
+                scheme = "none" if kind in whole else kind
+                for _ in range(QUERY_WARMUP):
+                    query_ms(emb, shot, scheme)
+                for _ in range(max(1, args.queries // rounds)):
+                    lat.setdefault((name, kind), []).append(query_ms(emb, shot, scheme))
     shrink_ms = []
     for _ in range(max(5, args.queries // 3)):
         t0 = time.perf_counter()
