@@ -396,9 +396,10 @@ _helper_lock = threading.Lock()
 
 
 def _resize_helper() -> ThreadPoolExecutor:
-    """The process's threads that resize half of a lone query picture
-    (:meth:`Preprocess.pixels`), made on first use; one per core, so that page searches
-    running at once do not queue behind each other's halves."""
+    """The process's threads that share the resizing of a query's pictures
+    (:meth:`Preprocess.batch`: half of a lone picture, every other view of several), made
+    on first use; one per core, so that page searches running at once do not queue behind
+    each other's."""
     global _helper
     with _helper_lock:
         if _helper is None:

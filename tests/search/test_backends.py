@@ -95,7 +95,7 @@ def test_one_picture_and_batches_give_each_picture_its_own_vector(
     pics = [photo(name, 300) for name in PHOTOS] + [variant(photo(PHOTOS[0], 300), 2)] * 4
     pixels = np.stack([np.asarray(embedder.preprocess(p)) for p in pics])  # 7: odd, padded
     alone = np.concatenate([emb.embed_tensors(pixels[i : i + 1]) for i in range(len(pixels))])
-    for n in (len(pixels), CHUNK + 1, CHUNK, 2 * CHUNK):
+    for n in (len(pixels), CHUNK + 1, CHUNK, 2 * CHUNK, 2 * CHUNK + 1):
         np.testing.assert_allclose(emb.embed_tensors(pixels[:n]), alone[:n], atol=2e-5)
     ref = embedder.embed_tensors(pixels)
     assert (alone * ref).sum(axis=1).min() >= 0.99999
@@ -106,6 +106,29 @@ def test_one_picture_and_batches_give_each_picture_its_own_vector(
         results = list(pool.map(lambda s: emb.embed_tensors(pixels[s[0] : s[0] + s[1]]), spans))
     for (start, n), got in zip(spans, results, strict=True):
         np.testing.assert_allclose(got, alone[start : start + n], atol=2e-5)
+
+
+def test_openvino_runs_a_last_round_too_small_for_its_streams_a_picture_at_a_time(
+    runtime_embedders: dict[str, Embedder], monkeypatch
+) -> None:
+    """Chunks go to the streams in rounds of one per stream; the pictures of a last round
+    that would leave a stream idle run one at a time on every thread instead."""
+    from search.backends.runtimes import CHUNK, OpenVinoRunner
+
+    assert [OpenVinoRunner._on_streams(n, 2) for n in range(1, 11)] == [
+        0, 0, 3, 4, 4, 4, 7, 8, 8, 8,  # chunks of 2: 3 and 7 pad a chunk, 5-6 and 9-10 do not
+    ]  # fmt: skip
+    assert [OpenVinoRunner._on_streams(n, 3) for n in (5, 6, 7, 12, 13)] == [5, 6, 6, 12, 12]
+    runner = runtime_embedders["openvino"]._runner
+    streams = len(runner._queue[0])
+    singles: list[int] = []
+    real_one = runner._one
+    monkeypatch.setattr(runner, "_one", lambda p: singles.append(len(p)) or real_one(p))
+    pixels = np.random.default_rng(0).random((streams * CHUNK + 1, 3, 224, 224), np.float32)
+    one_round = runner.run(pixels)  # a full round on the streams, then one picture alone
+    assert one_round.shape == (len(pixels), 1280) and singles == [1]
+    alone = np.concatenate([real_one(pixels[i : i + 1]) for i in range(len(pixels))])
+    np.testing.assert_allclose(one_round, alone, atol=2e-5)
 
 
 class _SessionSpy:

@@ -121,12 +121,16 @@ def test_a_lone_picture_resized_in_two_halves_is_the_same_picture(interpolation:
             got = pre.batch([img], helper=helper)[0]
             assert _grey_levels(got, expected, record["std"]).max() <= 1.0 + 1e-3
         assert helper.calls == 2 * len(reductions)  # every one of them shared its resize
-        # nothing to share: an enlargement, a picture already at the size, several pictures
+        # nothing to share: an enlargement, a picture already at the size
         small, square = photo("rocket", 333), photo("rocket", 600).resize((224, 224))
         for img in (small, square):
             np.testing.assert_array_equal(pre.pixels(img, helper=helper), pre.pixels(img))
-        pre.batch(reductions[:2], helper=helper)
         assert helper.calls == 2 * len(reductions)
+        # several pictures (a query's views): every other one whole on the helper, the same
+        # pixels in the same order
+        views = [*reductions, small, square]
+        np.testing.assert_array_equal(pre.batch(views, helper=helper), pre.batch(views))
+        assert helper.calls == 2 * len(reductions) + len(views) // 2
 
 
 def test_normalisation_uses_the_records_mean_and_std() -> None:
