@@ -11,7 +11,8 @@ In one run, round-robin so that a drift of the machine's load hits every backend
      with the default nine crops ("nine"), a 480 x 360 JPEG whole ("web"), and the phone
      photo as the Python client and the shop page send it ("sent": reduced to 1024 px,
      JPEG; :func:`search.images.upload.shrink_upload`, whose own cost on the sending side
-     is ``client_shrink_ms``, and ``sent_cos`` the cosine of its vector to the whole photo's);
+     is ``client_shrink_ms``, and ``sent_cos`` the cosine of its vector to the whole photo's),
+     whole and with the nine crops ("sent_nine": a shopper's page search by default);
   4. decoding: ms per catalog JPEG for PIL full decode, PIL draft (the default) and
      simplejpeg (libjpeg-turbo, DCT-scaled), each followed by the same resize and crop;
   5. cold CLI: wall time of ``vsearch search photo.jpg`` in a fresh process per backend,
@@ -267,7 +268,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     photo, web = phone_photo(), phone_photo((480, 360))
     sent = shrink_upload(photo)
     # web: a 480 x 360 JPEG, whole; sent: the phone photo as the client uploads it
-    shots = {"none": photo, "nine": photo, "web": web, "sent": sent}
+    # sent_nine: what a shopper's page search embeds by default (the photo as sent, nine crops)
+    shots = {"none": photo, "nine": photo, "web": web, "sent": sent, "sent_nine": sent}
     whole = "none", "web", "sent"
     lat: dict[tuple[str, str], list[float]] = {}
     # In blocks of one backend and one kind (a server runs one backend), round-robin over
@@ -279,7 +281,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for _ in range(rounds):
         for name, emb in embs.items():
             for kind, shot in shots.items():
-                scheme = "none" if kind in whole else kind
+                scheme = "none" if kind in whole else kind.removeprefix("sent_")
                 for _ in range(QUERY_WARMUP):
                     query_ms(emb, shot, scheme)
                 for _ in range(max(1, args.queries // rounds)):
@@ -321,6 +323,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "sent_p50_ms": common.percentile(lat[(name, "sent")], 50),
                 "sent_p90_ms": common.percentile(lat[(name, "sent")], 90),
                 "sent_cos": float(both[0] @ both[1]),
+                "sent_nine_p50_ms": common.percentile(lat[(name, "sent_nine")], 50),
+                "sent_nine_p90_ms": common.percentile(lat[(name, "sent_nine")], 90),
             }
         )
     result["backends"] = rows
@@ -385,6 +389,8 @@ def report(result: dict[str, Any]) -> str:
                 "sent_p50_ms",
                 "sent_p90_ms",
                 "sent_cos",
+                "sent_nine_p50_ms",
+                "sent_nine_p90_ms",
             ],
         ),  # fmt: skip
         f"the client's shrink of the phone photo before upload: {result['client_shrink_ms']:.1f} ms",

@@ -162,6 +162,7 @@ def test_bench_backends_quick(tmp_path: Path, cache_dir: Path) -> None:
         assert r["cos_min"] >= 0.999, name  # the same vectors as PyTorch
         assert 0 < r["query_p50_ms"] <= r["query_p90_ms"] and r["nine_p50_ms"] > 0
         assert 0 < r["sent_p50_ms"] <= r["sent_p90_ms"] and r["sent_cos"] >= 0.99, name
+        assert 0 < r["sent_nine_p50_ms"] <= r["sent_nine_p90_ms"], name
     assert data["chosen_by_auto"] in {"torch", "onnxruntime", "openvino"}
     decoders = {r["decoder"] for r in data["decode"]}
     assert {"PIL full decode", "PIL draft (default)"} <= decoders
