@@ -9,7 +9,9 @@ decides. On a 240-product catalog with phone-style photos (benchmarks/shopper_ca
 ("nine", the default: the whole photo and a 3 x 3 grid at 0.6), with no training.
 A catalog photo used as a query still finds itself first (its whole-photo view scores 1.0).
 The cost is one forward pass per view: a photo search took 21 ms (none), 79 ms (five) and
-129 ms (nine) at p50 on a 2-core CPU with 240 items in Milvus Lite.
+129 ms (nine) at p50 on a 2-core CPU with 240 items in Milvus Lite, in PyTorch; with
+OpenVINO, embedding the ten views of a phone photo as the clients send it takes ~65 ms
+there (docs/benchmarks.md, "A query's pictures resized on two threads").
 """
 
 from __future__ import annotations
