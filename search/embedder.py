@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -405,6 +406,17 @@ def _resize_helper() -> ThreadPoolExecutor:
         if _helper is None:
             _helper = ThreadPoolExecutor(cores(), thread_name_prefix="vsearch-resize")
         return _helper
+
+
+def _forget_resize_helper() -> None:
+    """In a forked child: the parent's helper threads do not exist there (work handed to
+    them would never run), so the child makes its own on first use."""
+    global _helper, _helper_lock
+    _helper, _helper_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_forget_resize_helper)
 
 
 def _make_runner(backend: str, exports: ExportCache, precision: str, threads: int) -> Any:

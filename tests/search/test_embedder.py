@@ -136,3 +136,25 @@ def test_cpu_device_is_resolved_without_importing_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["cpu", "cpu", "False"], out.stderr[-2000:]
+
+
+def test_a_forked_child_gets_resize_helper_threads_of_its_own() -> None:
+    """The helper threads that share a query's resizing live in the process that made them:
+    a forked child (a decode worker, a user's multiprocessing pool) makes its own instead
+    of handing work to threads that do not exist there (it would wait forever)."""
+    import os
+    import signal
+
+    from search import embedder as module
+
+    parent_helper = module._resize_helper()
+    assert parent_helper.submit(lambda: 2).result(timeout=5) == 2
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 when its helper runs work, 1 when it is the parent's
+        signal.alarm(10)  # a helper that never runs the work: killed, not a hung test
+        helper = module._resize_helper()
+        ok = helper is not parent_helper and helper.submit(lambda: 3).result() == 3
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert module._resize_helper() is parent_helper  # the parent keeps its own
