@@ -55,11 +55,16 @@ class IndexReport:
         refreshed = (
             f" ({self.refreshed} rewritten: same bytes, new file time)" if self.refreshed else ""
         )
+        rate = (
+            f"{self.images_per_second:.1f} images/s ({self.embedded} embedded in "
+            f"{self.embed_seconds:.1f}s, run {self.seconds:.1f}s)"
+            if self.embedded
+            else f"nothing to embed (run {self.seconds:.1f}s)"
+        )
         return (
             f"{self.collection}: seen {self.seen}, added {self.added}, updated {self.updated}, "
             f"unchanged {self.unchanged}{refreshed}, deleted {self.deleted}, failed {failed}; "
-            f"{self.count} items; {self.images_per_second:.1f} images/s "
-            f"({self.embedded} embedded in {self.embed_seconds:.1f}s, run {self.seconds:.1f}s)"
+            f"{self.count} items; {rate}"
         )
 
     def _plan_summary(self, failed: int) -> str:

@@ -34,6 +34,7 @@ def test_second_demo_run_upserts_nothing_and_says_so(
     assert main(["-q", "demo", "--catalog", str(catalog)]) == EXIT_OK
     first = capsys.readouterr().out
     assert ": seen 9, added 9, updated 0, unchanged 0, deleted 0, failed 0; 9 items" in first
+    assert " images/s (9 embedded in " in first
     times = {p.name: p.stat().st_mtime_ns for p in catalog.rglob("*") if p.is_file()}
     assert len(times) == 10  # 9 photos and catalog.csv
 
@@ -48,6 +49,9 @@ def test_second_demo_run_upserts_nothing_and_says_so(
     assert main(["-q", "demo", "--catalog", str(catalog)]) == EXIT_OK
     second = capsys.readouterr().out
     assert upserted == []  # nothing rewritten, not even to record new file times
-    assert ": seen 9, added 0, updated 0, unchanged 9, deleted 0, failed 0; 9 items" in second
+    assert (
+        ": seen 9, added 0, updated 0, unchanged 9, deleted 0, failed 0; 9 items; nothing to embed (run "
+        in second
+    )
     assert {p.name: p.stat().st_mtime_ns for p in catalog.rglob("*") if p.is_file()} == times
     assert "SKU-001-3  Chelsea the tabby cat print (view 3)" in second  # the demo still searches
