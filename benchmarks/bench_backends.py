@@ -7,12 +7,13 @@ In one run, round-robin so that a drift of the machine's load hits every backend
   2. agreement: cosine of each backend's vectors to PyTorch's on real photos (min and mean),
      and how many of each photo's 5 nearest photos by PyTorch's vectors it finds again;
   3. query embedding: p50 / p90 ms to embed a photo the way the server does: decode (JPEG
-     draft), preprocess, embed, in blocks of one backend (a server runs one): a phone photo (4032 x 3024 JPEG bytes) whole ("query") and
-     with the default nine crops ("nine"), a 480 x 360 JPEG whole ("web"), and the phone
-     photo as the Python client and the shop page send it ("sent": reduced to 1024 px,
-     JPEG; :func:`search.images.upload.shrink_upload`, whose own cost on the sending side
-     is ``client_shrink_ms``, and ``sent_cos`` the cosine of its vector to the whole photo's),
-     whole and with the nine crops ("sent_nine": a shopper's page search by default);
+     draft), preprocess, embed, in blocks of one backend (a server runs one): a phone photo
+     (4032 x 3024 JPEG bytes) whole ("query") and with the default nine crops ("nine"), a
+     480 x 360 JPEG whole ("web"), and the phone photo as the Python client and the shop
+     page send it ("sent": reduced to 1024 px, JPEG; :func:`search.images.upload.shrink_upload`,
+     whose own cost on the sending side is ``client_shrink_ms``, and ``sent_cos`` the cosine
+     of its vector to the whole photo's), whole and with the nine crops ("sent_nine": a
+     shopper's page search by default);
   4. decoding: ms per catalog JPEG for PIL full decode, PIL draft (the default) and
      simplejpeg (libjpeg-turbo, DCT-scaled), each followed by the same resize and crop;
   5. cold CLI: wall time of ``vsearch search photo.jpg`` in a fresh process per backend,

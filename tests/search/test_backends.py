@@ -115,8 +115,10 @@ def test_openvino_runs_a_last_round_too_small_for_its_streams_a_picture_at_a_tim
     that would leave a stream idle run one at a time on every thread instead."""
     from search.backends.runtimes import CHUNK, OpenVinoRunner
 
+    # two streams, chunks of 2: 3 and 7 pictures all on the streams (one chunk padded); 5, 6,
+    # 9 and 10 a full round there and the last 1 or 2 alone; 1 and 2 alone
     assert [OpenVinoRunner._on_streams(n, 2) for n in range(1, 11)] == [
-        0, 0, 3, 4, 4, 4, 7, 8, 8, 8,  # chunks of 2: 3 and 7 pad a chunk, 5-6 and 9-10 do not
+        0, 0, 3, 4, 4, 4, 7, 8, 8, 8,
     ]  # fmt: skip
     assert [OpenVinoRunner._on_streams(n, 3) for n in (5, 6, 7, 12, 13)] == [5, 6, 6, 12, 12]
     runner = runtime_embedders["openvino"]._runner
