@@ -57,6 +57,17 @@ LITE_LOCKED_HINT = (
 )
 
 
+# pymilvus's channel pings its server every 10 s even with no call in flight. Milvus Lite's
+# gRPC server keeps grpc's default policy (a ping without data at most every 5 minutes), so
+# a client left idle for about a minute (a shop page between shoppers) gets GOAWAY
+# "too_many_pings": the connection is dropped, grpc logs an ERROR line, and the next call
+# waits for a reconnect. The server runs in this process: a ping tells nothing here.
+LITE_GRPC_OPTIONS = {
+    "grpc.keepalive_permit_without_calls": False,
+    "grpc.keepalive_time_ms": 300_000,
+}
+
+
 class _AliasMiss(logging.Filter):
     """Drops pymilvus's ERROR record (with a traceback) for a ``describe_alias`` of a name
     that is no alias: that is how :meth:`MilvusStore.resolve` asks, and "no" is a normal
@@ -116,7 +127,10 @@ class MilvusStore:
                 try:
                     with capture_lite_open() as failure:
                         return MilvusClient(
-                            uri=uri, token=self.settings.store.token or "", timeout=30
+                            uri=uri,
+                            token=self.settings.store.token or "",
+                            timeout=30,
+                            grpc_options=LITE_GRPC_OPTIONS,
                         )
                 except Exception as exc:
                     failed = unreachable_port(exc)

@@ -324,3 +324,31 @@ def test_a_lite_server_no_client_gets_through_to_is_started_again(settings, capl
     finally:
         impostor.stop(grace=0)
     assert "stopped answering" in caplog.text and manager._servers[path][2] != port
+
+
+def test_a_lite_client_does_not_ping_its_in_process_server_while_idle(
+    settings, monkeypatch
+) -> None:
+    """pymilvus pings every 10 s with no call in flight; Milvus Lite's server (grpc's default
+    policy) drops a connection idle for about a minute with GOAWAY "too_many_pings", and the
+    next call waits for a reconnect. A Lite client is opened with those pings off (seen by
+    hand: a client idle 150 s got the GOAWAY with pymilvus's options, none with these)."""
+    import pymilvus
+
+    opened: list[dict] = []
+    real = pymilvus.MilvusClient
+
+    def recording(**kwargs: object) -> object:
+        opened.append(kwargs)
+        return real(**kwargs)
+
+    monkeypatch.setattr(pymilvus, "MilvusClient", recording)  # the store imports it on open
+    store = MilvusStore(settings)
+    try:
+        assert store.collections() == []
+        assert len(opened) == 1
+        options = opened[0]["grpc_options"]
+        assert options["grpc.keepalive_permit_without_calls"] is False
+        assert options["grpc.keepalive_time_ms"] >= 300_000  # the server's minimum interval
+    finally:
+        store.close()
