@@ -8,10 +8,12 @@ model change is a blue-green switch (:meth:`MilvusStore.set_alias`).
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -58,14 +60,27 @@ LITE_LOCKED_HINT = (
 
 
 # pymilvus's channel pings its server every 10 s even with no call in flight. Milvus Lite's
-# gRPC server keeps grpc's default policy (a ping without data at most every 5 minutes), so
-# a client left idle for about a minute (a shop page between shoppers) gets GOAWAY
-# "too_many_pings": the connection is dropped, grpc logs an ERROR line, and the next call
-# waits for a reconnect. The server runs in this process: a ping tells nothing here.
-LITE_GRPC_OPTIONS = {
+# gRPC server (in this process, or `vsearch milvus-server`) keeps grpc's default policy (a
+# ping without data at most every 5 minutes), so a client left idle for about a minute (a
+# shop page between shoppers) gets GOAWAY "too_many_pings": the connection is dropped, grpc
+# logs an ERROR line, and the next call waits for a reconnect. A server on this machine
+# needs no pings to find a dead connection; a remote one keeps pymilvus's (a real Milvus
+# permits them, and they keep a load balancer's idle connection open).
+LOCAL_GRPC_OPTIONS = {
     "grpc.keepalive_permit_without_calls": False,
     "grpc.keepalive_time_ms": 300_000,
 }
+
+
+def _on_this_machine(uri: str) -> bool:
+    """A server URI whose host is ``localhost`` or a loopback address (no name lookup)."""
+    host = urlsplit(uri).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class _AliasMiss(logging.Filter):
@@ -130,7 +145,7 @@ class MilvusStore:
                             uri=uri,
                             token=self.settings.store.token or "",
                             timeout=30,
-                            grpc_options=LITE_GRPC_OPTIONS,
+                            grpc_options=LOCAL_GRPC_OPTIONS,
                         )
                 except Exception as exc:
                     failed = unreachable_port(exc)
@@ -138,10 +153,13 @@ class MilvusStore:
                         raise self._lite_open_error(failure, exc) from exc
                     revive_lite_server(uri, failed_port=failed)
         # A server that is restarting gets the same bounded retries as any call.
+        local = {"grpc_options": LOCAL_GRPC_OPTIONS} if _on_this_machine(uri) else {}
         try:
             for attempt in retrying(self.settings, "connect", log):
                 with attempt:
-                    return MilvusClient(uri=uri, token=self.settings.store.token or "", timeout=30)
+                    return MilvusClient(
+                        uri=uri, token=self.settings.store.token or "", timeout=30, **local
+                    )
         except Exception as exc:
             raise StoreError(
                 f"cannot connect to Milvus at {self.settings.store.uri}: {short(exc)}"

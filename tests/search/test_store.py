@@ -326,29 +326,42 @@ def test_a_lite_server_no_client_gets_through_to_is_started_again(settings, capl
     assert "stopped answering" in caplog.text and manager._servers[path][2] != port
 
 
-def test_a_lite_client_does_not_ping_its_in_process_server_while_idle(
+def test_a_client_of_a_server_on_this_machine_does_not_ping_it_while_idle(
     settings, monkeypatch
 ) -> None:
     """pymilvus pings every 10 s with no call in flight; Milvus Lite's server (grpc's default
     policy) drops a connection idle for about a minute with GOAWAY "too_many_pings", and the
-    next call waits for a reconnect. A Lite client is opened with those pings off (seen by
-    hand: a client idle 150 s got the GOAWAY with pymilvus's options, none with these)."""
+    next call waits for a reconnect. A client of the embedded Lite, or of a server on a
+    loopback address (`vsearch milvus-server`), opens with those pings off (seen by hand: a
+    client idle 150 s got the GOAWAY with pymilvus's options, none with these); a remote
+    server keeps pymilvus's pings."""
     import pymilvus
+
+    from search.store import LOCAL_GRPC_OPTIONS
 
     opened: list[dict] = []
     real = pymilvus.MilvusClient
 
     def recording(**kwargs: object) -> object:
         opened.append(kwargs)
-        return real(**kwargs)
+        return real(**kwargs) if not str(kwargs["uri"]).startswith("http") else object()
 
     monkeypatch.setattr(pymilvus, "MilvusClient", recording)  # the store imports it on open
     store = MilvusStore(settings)
     try:
         assert store.collections() == []
-        assert len(opened) == 1
-        options = opened[0]["grpc_options"]
-        assert options["grpc.keepalive_permit_without_calls"] is False
-        assert options["grpc.keepalive_time_ms"] >= 300_000  # the server's minimum interval
     finally:
         store.close()
+    options = opened[0]["grpc_options"]
+    assert options["grpc.keepalive_permit_without_calls"] is False
+    assert options["grpc.keepalive_time_ms"] >= 300_000  # the server's minimum interval
+    for uri, local in [
+        ("http://127.0.0.1:19541", True),
+        ("http://localhost:19530", True),
+        ("http://[::1]:19530", True),
+        ("http://127.0.0.2:19530", True),
+        ("http://10.0.0.5:19530", False),
+        ("https://milvus.example.com:443", False),
+    ]:
+        MilvusStore(Settings.of(uri=uri)).client  # noqa: B018 (opens the client)
+        assert opened[-1].get("grpc_options") == (LOCAL_GRPC_OPTIONS if local else None), uri
