@@ -237,26 +237,45 @@ def test_bounded_retries_then_one_store_error(settings, caplog) -> None:
     assert len(calls) == 1  # not transient: never retried
 
 
-def test_a_lite_server_that_stopped_answering_is_started_again(settings, caplog) -> None:
-    """milvus_lite keeps one in-process server per database; in a few full test runs one
-    stopped answering while still registered, and every later open of that database failed
-    ("Fail connecting to server"). Stopping it by hand gives the same state."""
+def _lite_server(settings) -> tuple[object, int]:
+    """milvus_lite's registered in-process server for this test's database: (server, port),
+    looked up by the path the store opens (MilvusStore._lite_path) as the revival does."""
     import os
 
     from milvus_lite.server_manager import server_manager_instance as manager
 
+    server, _db, port = manager._servers[os.path.abspath(MilvusStore(settings)._lite_path)]
+    return server, port
+
+
+def _rows_then_server_stopped(settings, rows: int) -> int:
+    """``rows`` rows written and the store closed, then its in-process server stopped while
+    still registered (the flake's state); returns the stopped server's port."""
+    store = MilvusStore(settings)
+    store.create("v1", MODEL)
+    store.upsert("v1", _rows(rows))
+    store.flush("v1")
+    store.close()
+    server, port = _lite_server(settings)
+    server.stop(grace=0).wait(5)
+    return port
+
+
+def test_a_lite_server_that_stopped_answering_is_started_again(settings, caplog) -> None:
+    """milvus_lite keeps one in-process server per database; in a few full test runs one
+    stopped answering while still registered, and every later open of that database failed
+    ("Fail connecting to server"). Stopping it by hand gives the same state."""
     first, second = MilvusStore(settings), MilvusStore(settings)
     first.create("v1", MODEL)
     first.upsert("v1", _rows(6))
     first.flush("v1")
     assert second.count("v1") == 6  # both clients on the server of this process
-    path = os.path.abspath(Path(settings.store.uri).expanduser().resolve())
-    server, _db, port = manager._servers[path]
+    server, port = _lite_server(settings)
     server.stop(grace=0)
     # an open client recovers on its next call: a new server, the same rows
     assert first.count("v1") == 6
     assert "stopped answering" in caplog.text
-    assert manager._servers[path][2] != port
+    assert _lite_server(settings)[1] != port
     # a second client, still on the old port, reconnects to the new server and leaves it be
     caplog.clear()
     assert second.count("v1") == 6
@@ -271,35 +290,23 @@ def test_a_stopped_lite_server_whose_port_another_program_took_is_started_again(
 ) -> None:
     """Once the server stopped, its port is free: another listener there accepts the TCP
     connection but speaks no gRPC (a fresh-clone run failed with the port accepting)."""
-    import os
     import socket
 
-    from milvus_lite.server_manager import server_manager_instance as manager
-
-    store = MilvusStore(settings)
-    store.create("v1", MODEL)
-    store.upsert("v1", _rows(4))
-    store.flush("v1")
-    store.close()
-    path = os.path.abspath(Path(settings.store.uri).expanduser().resolve())
-    server, _db, port = manager._servers[path]
-    server.stop(grace=0).wait(5)
+    port = _rows_then_server_stopped(settings, 4)
     with socket.socket() as squatter:  # listens, never answers
         squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         squatter.bind(("127.0.0.1", port))
         squatter.listen()
         assert MilvusStore(settings).count("v1") == 4
-    assert "stopped answering" in caplog.text and manager._servers[path][2] != port
+    assert "stopped answering" in caplog.text and _lite_server(settings)[1] != port
 
 
 def test_a_lite_server_no_client_gets_through_to_is_started_again(settings, caplog) -> None:
     """A server at the registered port that speaks gRPC but fails every call (pymilvus:
     "Fail connecting to server") is replaced too when a new store opens the database."""
-    import os
     from concurrent import futures
 
     import grpc
-    from milvus_lite.server_manager import server_manager_instance as manager
 
     class Refuse(grpc.GenericRpcHandler):
         def service(self, handler_call_details):
@@ -308,14 +315,7 @@ def test_a_lite_server_no_client_gets_through_to_is_started_again(settings, capl
 
             return grpc.unary_unary_rpc_method_handler(refuse)
 
-    store = MilvusStore(settings)
-    store.create("v1", MODEL)
-    store.upsert("v1", _rows(3))
-    store.flush("v1")
-    store.close()
-    path = os.path.abspath(Path(settings.store.uri).expanduser().resolve())
-    server, _db, port = manager._servers[path]
-    server.stop(grace=0).wait(5)
+    port = _rows_then_server_stopped(settings, 3)
     impostor = grpc.server(futures.ThreadPoolExecutor(max_workers=2), handlers=[Refuse()])
     assert impostor.add_insecure_port(f"127.0.0.1:{port}") == port
     impostor.start()
@@ -323,7 +323,7 @@ def test_a_lite_server_no_client_gets_through_to_is_started_again(settings, capl
         assert MilvusStore(settings).count("v1") == 3
     finally:
         impostor.stop(grace=0)
-    assert "stopped answering" in caplog.text and manager._servers[path][2] != port
+    assert "stopped answering" in caplog.text and _lite_server(settings)[1] != port
 
 
 def test_a_client_of_a_server_on_this_machine_does_not_ping_it_while_idle(
