@@ -141,20 +141,6 @@ def query_ms(emb: Any, photo: bytes, scheme: str) -> float:
     return 1000 * (time.perf_counter() - t0)
 
 
-def neighbour_recall(vecs: np.ndarray, ref: np.ndarray, k: int) -> float:
-    """Mean share of each photo's k nearest photos (by PyTorch's vectors) found again."""
-    k = min(k, len(ref) - 1)
-    if k < 1:
-        return 1.0
-    got, want = vecs @ vecs.T, ref @ ref.T
-    np.fill_diagonal(got, -np.inf)
-    np.fill_diagonal(want, -np.inf)
-    top_got = np.argsort(-got, axis=1)[:, :k]
-    top_want = np.argsort(-want, axis=1)[:, :k]
-    hits = [len(set(a) & set(b)) / k for a, b in zip(top_got, top_want, strict=True)]
-    return float(np.mean(hits))
-
-
 def decode_options(paths: list[Path], size: int) -> list[dict[str, Any]]:
     """ms per image: decode + resize + centre crop, by decoder (one process, one thread)."""
     from PIL import Image
@@ -227,6 +213,7 @@ def cold_cli(backends: list[str], photo: Path, catalog: Path, cache_dir: str, ru
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    from search.backends.precision_check import neighbour_recall
     from search.embedder import Embedder
     from search.images.upload import shrink_upload
 
@@ -314,7 +301,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "web_min_ms": min(lat[(name, "web")]),
                 "cos_min": float(cos.min()),
                 "cos_mean": float(cos.mean()),
-                "recall_at5_vs_torch": neighbour_recall(vecs, ref_vecs, 5),
+                # the metric of vsearch check-precision: each photo's 5 nearest by torch's
+                "recall_at5_vs_torch": neighbour_recall(ref_vecs, vecs, 5)
+                if len(vecs) > 1
+                else 1.0,
                 "query_p50_ms": common.percentile(lat[(name, "none")], 50),
                 "query_p90_ms": common.percentile(lat[(name, "none")], 90),
                 "web_p50_ms": common.percentile(lat[(name, "web")], 50),
