@@ -127,8 +127,9 @@ class MilvusStore:
 
         uri = self.settings.store.uri
         if self.settings.store.is_lite:
-            self._lite_path.parent.mkdir(parents=True, exist_ok=True)
-            uri = str(self._lite_path)
+            path = self._lite_path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            uri = str(path)
             # Lite opens in process: a lock held by another process, or a damaged database,
             # will not go away by waiting; milvus_lite's own traceback is kept for -v only.
             # Its segment files are checked first: Lite reads them on open and logs a
